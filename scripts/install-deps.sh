@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs every Debian package davit needs to build, test and benchmark.
+# Idempotent: installs only what is missing. Needs root (or sudo).
+set -euo pipefail
+pkgs=(
+  build-essential pkg-config            # compiler, make, pkg-config
+  libyaml-dev                           # compose loader
+  libcmocka-dev                         # unit tests
+  clang libclang-rt-14-dev              # libFuzzer + sanitizer runtimes (make fuzz)
+  python3 python3-pytest python3-websocket  # end-to-end tests (run with pytest-3)
+  curl procps iproute2 util-linux       # tests and benchmarks: curl, ps, ss, taskset
+  wrk nginx-light haproxy               # benchmarks (bench/): load generator and anchors
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: everything is installed"
+  exit 0
+fi
+SUDO=
+if [[ $(id -u) != 0 ]]; then SUDO=sudo; fi
+echo "install-deps: installing ${missing[*]}"
+# Keep package scripts from starting system services (nginx, haproxy) on :80.
+policy_created=0
+if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+  $SUDO chmod 755 /usr/sbin/policy-rc.d
+  policy_created=1
+fi
+trap '((policy_created)) && $SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

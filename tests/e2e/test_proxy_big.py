@@ -1,0 +1,103 @@
+"""1 GiB through the proxy in each direction: complete, correct, bounded in
+time, and without growing the proxy's memory. (docs/proxy.md, "Behaviour":
+bodies stream with bounded buffers)"""
+
+import hashlib
+import threading
+import time
+
+import pytest
+
+from rawhttp import Client, build_request, get
+from upstreams import pattern_chunks, pattern_sha256, route
+
+N = 1 << 30
+TIME_LIMIT = 60.0
+RSS_SLACK_KB = 32 * 1024
+
+
+class RssSampler:
+    def __init__(self, proxy, interval=0.02):
+        self.proxy = proxy
+        self.interval = interval
+        self.max_kb = 0
+        self.samples = 0
+        self.stop_ev = threading.Event()
+        self.t = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        while not self.stop_ev.is_set():
+            try:
+                self.max_kb = max(self.max_kb, self.proxy.rss_kb())
+                self.samples += 1
+            except (OSError, AssertionError):
+                return
+            self.stop_ev.wait(self.interval)
+
+    def __enter__(self):
+        self.t.start()
+        return self
+
+    def __exit__(self, *a):
+        self.stop_ev.set()
+        self.t.join(5)
+
+
+def baseline(p):
+    # warm the proxy up (a request through it, worker buffers touched)
+    for i in range(3):
+        assert get(p.port, f"/warm/{i}").status == 200
+    return p.rss_kb()
+
+
+@pytest.mark.slow
+def test_1gib_download(start_proxy, upstream):
+    a = upstream("big")
+    p = start_proxy(routes=[route("app.test", a)])
+    want = pattern_sha256(N)
+    base = baseline(p)
+    h = hashlib.sha256()
+    got = [0]
+
+    def sink(d):
+        h.update(d)
+        got[0] += len(d)
+
+    t0 = time.monotonic()
+    with RssSampler(p) as rss, Client(p.port, timeout=TIME_LIMIT) as c:
+        c.send(build_request("GET", f"/stream/{N}"))
+        r = c.read_response(sink=sink, timeout=TIME_LIMIT)
+    elapsed = time.monotonic() - t0
+    assert r.status == 200
+    assert got[0] == N, f"received {got[0]} of {N} bytes"
+    assert h.hexdigest() == want, "downloaded body differs from what the upstream sent"
+    assert elapsed < TIME_LIMIT
+    assert rss.samples > 5
+    assert rss.max_kb - base < RSS_SLACK_KB, (
+        f"proxy RSS grew from {base} kB to {rss.max_kb} kB during a 1 GiB download (limit +{RSS_SLACK_KB} kB)")
+    print(f"1 GiB download: {elapsed:.1f}s, RSS {base} -> max {rss.max_kb} kB")
+
+
+@pytest.mark.slow
+def test_1gib_upload(start_proxy, upstream):
+    a = upstream("big")
+    p = start_proxy(routes=[route("app.test", a)])
+    want = pattern_sha256(N)
+    base = baseline(p)
+    t0 = time.monotonic()
+    with RssSampler(p) as rss, Client(p.port, timeout=TIME_LIMIT) as c:
+        c.send(build_request("POST", "/upload", headers=[("Content-Length", str(N))]))
+        for chunk in pattern_chunks(N):
+            c.sock.settimeout(max(0.1, TIME_LIMIT - (time.monotonic() - t0)))
+            c.sock.sendall(chunk)
+        r = c.read_response(timeout=max(1, TIME_LIMIT - (time.monotonic() - t0)))
+    elapsed = time.monotonic() - t0
+    assert r.status == 200, r
+    d = r.json()
+    assert d["body_len"] == N, f"upstream received {d['body_len']} of {N} bytes"
+    assert d["body_sha256"] == want, "uploaded body differs from what the client sent"
+    assert elapsed < TIME_LIMIT
+    assert rss.samples > 5
+    assert rss.max_kb - base < RSS_SLACK_KB, (
+        f"proxy RSS grew from {base} kB to {rss.max_kb} kB during a 1 GiB upload (limit +{RSS_SLACK_KB} kB)")
+    print(f"1 GiB upload: {elapsed:.1f}s, RSS {base} -> max {rss.max_kb} kB")
