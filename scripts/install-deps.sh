@@ -5,6 +5,8 @@ set -euo pipefail
 pkgs=(
   build-essential pkg-config            # compiler, make, pkg-config
   libyaml-dev                           # compose loader
+  libsqlite3-dev                        # state store
+  libssl-dev                            # SHA-256 of releases (libcrypto)
   libcmocka-dev                         # unit tests
   clang libclang-rt-14-dev              # libFuzzer + sanitizer runtimes (make fuzz)
   python3 python3-pytest python3-websocket  # end-to-end tests (run with pytest-3)

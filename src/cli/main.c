@@ -11,6 +11,17 @@ struct command {
 };
 
 static const struct command commands[] = {
+	{"up", dv_cli_up, "start the daemon if needed and deploy the compose file"},
+	{"deploy", dv_cli_deploy, "deploy a compose file (only changed services, zero downtime)"},
+	{"ps", dv_cli_ps, "services, replicas, health, release, uptime, restarts"},
+	{"logs", dv_cli_logs, "logs of a service (-f to follow)"},
+	{"releases", dv_cli_releases, "list the app's releases"},
+	{"rollback", dv_cli_rollback, "deploy an earlier release again"},
+	{"restart", dv_cli_service, "replace a service's replicas without downtime"},
+	{"stop", dv_cli_service, "stop a service"},
+	{"start", dv_cli_service, "start a stopped service"},
+	{"down", dv_cli_down, "stop every service of the app"},
+	{"daemon", dv_cli_daemon, "run the platform in the foreground"},
 	{"proxy", dv_cli_proxy, "run the reverse proxy alone, routes from flags or a file"},
 };
 

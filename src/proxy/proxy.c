@@ -963,10 +963,12 @@ static void build_upstream_head(struct session *s, const struct dv_http1_request
 
 	const struct dv_http1_field *xff_first = NULL;
 	bool have_proto = false, have_fhost = false;
+	/* Most requests have no Connection header: skip the per-field scan then. */
+	bool has_connection = dv_http1_find_field(h, "connection") != NULL;
 	for (size_t i = 0; i < h->nfields; i++) {
 		const struct dv_http1_field *f = &h->fields[i];
 		if (dv_http1_is_hop_by_hop(f->name, f->name_len) ||
-		    dv_http1_connection_lists(h, f->name, f->name_len) || field_is(f, "expect") ||
+		    (has_connection && dv_http1_connection_lists(h, f->name, f->name_len)) || field_is(f, "expect") ||
 		    field_is(f, "x-request-id"))
 			continue;
 		if (field_is(f, "x-forwarded-for")) {
@@ -1268,10 +1270,11 @@ static void build_client_head(struct session *s, const struct dv_http1_response 
 	buf_append(b, r->reason, r->reason_len);
 	buf_append(b, "\r\n", 2);
 	bool have_rid = false;
+	bool has_connection = dv_http1_find_field(h, "connection") != NULL;
 	for (size_t i = 0; i < h->nfields; i++) {
 		const struct dv_http1_field *f = &h->fields[i];
 		if (dv_http1_is_hop_by_hop(f->name, f->name_len) ||
-		    dv_http1_connection_lists(h, f->name, f->name_len))
+		    (has_connection && dv_http1_connection_lists(h, f->name, f->name_len)))
 			continue;
 		if (field_is(f, "x-request-id"))
 			have_rid = true;

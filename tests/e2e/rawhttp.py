@@ -95,6 +95,8 @@ class Client:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = bytearray()
         self.eof = False
+        self.silence = None  # if set: fail when nothing arrives for this long
+        self.received = 0    # bytes received on this connection so far
         _open.add(self)
 
     # ----------------------------------------------------------- low level
@@ -121,16 +123,22 @@ class Client:
         left = deadline - time.monotonic()
         if left <= 0:
             raise Timeout(f"timed out waiting for {what}; received so far: {bytes(self.buf[:500])!r}")
-        self.sock.settimeout(left)
+        wait = left if self.silence is None else min(left, self.silence)
+        self.sock.settimeout(wait)
         try:
             data = self.sock.recv(1 << 20)
         except socket.timeout:
-            raise Timeout(f"timed out waiting for {what}; received so far: {bytes(self.buf[:500])!r}")
+            if wait < left:
+                raise Timeout(f"nothing arrived for {self.silence}s while waiting for {what} "
+                              f"({self.received} bytes received on this connection)")
+            raise Timeout(f"timed out waiting for {what} ({self.received} bytes received on this connection); "
+                          f"buffered: {bytes(self.buf[:500])!r}")
         except ConnectionResetError:
             data = b""
         if not data:
             self.eof = True
             return False
+        self.received += len(data)
         self.buf += data
         return True
 

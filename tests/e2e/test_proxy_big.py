@@ -14,6 +14,7 @@ from upstreams import pattern_chunks, pattern_sha256, route
 N = 1 << 30
 TIME_LIMIT = 60.0
 RSS_SLACK_KB = 32 * 1024
+SILENCE = 10.0  # a transfer that makes no progress for this long has stalled
 
 
 class RssSampler:
@@ -65,6 +66,7 @@ def test_1gib_download(start_proxy, upstream):
 
     t0 = time.monotonic()
     with RssSampler(p) as rss, Client(p.port, timeout=TIME_LIMIT) as c:
+        c.silence = SILENCE
         c.send(build_request("GET", f"/stream/{N}"))
         r = c.read_response(sink=sink, timeout=TIME_LIMIT)
     elapsed = time.monotonic() - t0
@@ -86,10 +88,16 @@ def test_1gib_upload(start_proxy, upstream):
     base = baseline(p)
     t0 = time.monotonic()
     with RssSampler(p) as rss, Client(p.port, timeout=TIME_LIMIT) as c:
+        c.silence = SILENCE
         c.send(build_request("POST", "/upload", headers=[("Content-Length", str(N))]))
+        sent = 0
         for chunk in pattern_chunks(N):
-            c.sock.settimeout(max(0.1, TIME_LIMIT - (time.monotonic() - t0)))
-            c.sock.sendall(chunk)
+            c.sock.settimeout(min(SILENCE, max(0.1, TIME_LIMIT - (time.monotonic() - t0))))
+            try:
+                c.sock.sendall(chunk)
+            except TimeoutError:
+                pytest.fail(f"upload stalled: the proxy accepted nothing for {SILENCE}s after {sent} of {N} bytes")
+            sent += len(chunk)
         r = c.read_response(timeout=max(1, TIME_LIMIT - (time.monotonic() - t0)))
     elapsed = time.monotonic() - t0
     assert r.status == 200, r
@@ -101,3 +109,66 @@ def test_1gib_upload(start_proxy, upstream):
     assert rss.max_kb - base < RSS_SLACK_KB, (
         f"proxy RSS grew from {base} kB to {rss.max_kb} kB during a 1 GiB upload (limit +{RSS_SLACK_KB} kB)")
     print(f"1 GiB upload: {elapsed:.1f}s, RSS {base} -> max {rss.max_kb} kB")
+
+
+def test_backpressure_stalled_client_download(start_proxy, upstream):
+    """The client stops reading while the upstream could send 256 MiB: the
+    proxy must stop reading the upstream (bounded buffers), not buffer it."""
+    n = 256 * 1024 * 1024
+    a = upstream("big")
+    p = start_proxy(routes=[route("app.test", a)])
+    want = pattern_sha256(n)
+    base = baseline(p)
+    h = hashlib.sha256()
+    got = [0]
+
+    def sink(d):
+        h.update(d)
+        got[0] += len(d)
+
+    with RssSampler(p) as rss, Client(p.port, timeout=TIME_LIMIT) as c:
+        c.silence = SILENCE
+        c.send(build_request("GET", f"/stream/{n}"))
+        r = c.read_head(timeout=5)
+        # stall: read nothing for 1.5 s while sampling the proxy's memory
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+        stalled_max = rss.max_kb
+        c.read_body(r, "GET", time.monotonic() + TIME_LIMIT, sink)
+    assert got[0] == n and h.hexdigest() == want
+    assert stalled_max - base < RSS_SLACK_KB, (
+        f"proxy RSS grew from {base} kB to {stalled_max} kB while the client was not reading")
+    assert rss.max_kb - base < RSS_SLACK_KB
+
+
+def test_backpressure_stalled_upstream_upload(start_proxy, upstream):
+    """The upstream does not read the body for 1.5 s while the client pushes
+    as fast as it can: the proxy must stop reading the client."""
+    n = 256 * 1024 * 1024
+    a = upstream("big")
+    p = start_proxy(routes=[route("app.test", a)])
+    want = pattern_sha256(n)
+    base = baseline(p)
+    sent = [0]
+    err = []
+
+    with RssSampler(p) as rss, Client(p.port, timeout=TIME_LIMIT) as c:
+        def push():
+            try:
+                c.sock.sendall(build_request("POST", "/pause-upload/1.5", headers=[("Content-Length", str(n))]))
+                for chunk in pattern_chunks(n):
+                    c.sock.sendall(chunk)
+                    sent[0] += len(chunk)
+            except OSError as e:
+                err.append(e)
+        t = threading.Thread(target=push, daemon=True)
+        t.start()
+        a.wait_inflight("/pause-upload/1.5", 5)
+        # the sampler watches the proxy while the upstream pauses, then reads
+        r = c.read_response(timeout=TIME_LIMIT)
+        t.join(TIME_LIMIT)
+    assert not err, err
+    assert r.status == 200 and r.json()["body_len"] == n and r.json()["body_sha256"] == want
+    assert rss.max_kb - base < RSS_SLACK_KB, (
+        f"proxy RSS grew from {base} kB to {rss.max_kb} kB while the upstream was not reading")

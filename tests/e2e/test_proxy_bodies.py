@@ -91,6 +91,7 @@ def test_medium_bodies_both_ways(start_proxy, upstream):
     p = start_proxy(routes=[route("app.test", a)])
     n = 64 * 1024 * 1024
     with Client(p.port, timeout=30) as c:
+        c.silence = 5.0  # fail fast (and say so) if the transfer stalls
         for path in [f"/stream/{n}", f"/stream/{n}?chunked=1"]:
             h = hashlib.sha256()
             got = [0]
@@ -170,3 +171,71 @@ def test_streamed_response_arrives_incrementally(start_proxy, upstream):
         assert time.monotonic() - t0 < 5
         a.signal("inc")
         s.read_until(b"data: two\n\n", timeout=5)
+
+
+def test_truncated_upstream_response_closes_client_connection(start_proxy, upstream):
+    """The upstream dies mid-body: the client must see a truncated response
+    (its connection closed), never a response that looks complete."""
+    from rawhttp import Truncated
+    import pytest
+    a = upstream("a")
+    p = start_proxy(routes=[route("app.test", a)])
+    with Client(p.port) as c:
+        c.send(build_request("GET", "/truncate/100000"))
+        r = c.read_head(timeout=5)
+        assert r.status == 200
+        with pytest.raises(Truncated):
+            c.read_body(r, "GET", time.monotonic() + 5)
+    assert get(p.port, "/after").status == 200
+
+
+def test_client_abort_mid_download_does_not_poison_pool(start_proxy, upstream):
+    """A client that goes away in the middle of a large response: the
+    half-read upstream connection must not be reused for the next request."""
+    a = upstream("a")
+    p = start_proxy(routes=[route("app.test", a)], workers=1)
+    for k in range(3):
+        c = Client(p.port)
+        c.send(build_request("GET", f"/stream/{256 * 1024 * 1024}"))
+        c.read_head(timeout=5)
+        got = 0
+        while got < 4 * 1024 * 1024:
+            got += len(c.sock.recv(1 << 20))
+        c.close()
+        with Client(p.port) as c2:
+            for i in range(5):
+                r = c2.request("GET", f"/next/{k}/{i}", timeout=10)
+                assert r.status == 200 and r.json()["path"] == f"/next/{k}/{i}", r
+
+
+def test_client_abort_mid_upload_does_not_poison_pool(start_proxy, upstream):
+    a = upstream("a")
+    p = start_proxy(routes=[route("app.test", a)], workers=1)
+    for k in range(3):
+        c = Client(p.port)
+        c.send(build_request("POST", "/upload", headers=[("Content-Length", str(100 * 1024 * 1024))]))
+        c.send(b"u" * (2 * 1024 * 1024))
+        c.close()
+        with Client(p.port) as c2:
+            for i in range(5):
+                r = c2.request("GET", f"/next/{k}/{i}", timeout=10)
+                assert r.status == 200 and r.json()["path"] == f"/next/{k}/{i}", r
+    assert not [q for q in a.requests if q.path == "/upload"], "an incomplete upload reached the upstream as a request"
+
+
+def test_repeated_downloads_never_stall(start_proxy, upstream):
+    """Many medium downloads in a row, each on a fresh connection: every one
+    completes (a lost wake-up in the proxy shows up here as a transfer that
+    stops with data left unread in the proxy's upstream socket)."""
+    a = upstream("a")
+    p = start_proxy(routes=[route("app.test", a)])
+    n = 32 * 1024 * 1024
+    want = pattern_sha256(n)
+    for i in range(16):
+        path = f"/stream/{n}" + ("?chunked=1" if i % 2 else "")
+        h = hashlib.sha256()
+        with Client(p.port, timeout=30) as c:
+            c.silence = 5.0
+            c.send(build_request("GET", path))
+            r = c.read_response(sink=h.update, timeout=30)
+        assert r.status == 200 and h.hexdigest() == want, f"download #{i} ({path}) corrupt"

@@ -114,6 +114,15 @@ def test_access_log_to_stdout(start_proxy, upstream):
     assert len(lines) == 1 and json.loads(lines[0])["path"] == "/stdout-log", lines
 
 
+def test_access_log_defaults_to_stdout(start_proxy, upstream):
+    a = upstream("a")
+    p = start_proxy(routes=[route("app.test", a)], access_log=None)  # no --access-log
+    assert get(p.port, "/default-log").status == 200
+    assert p.stop() is None
+    lines = [l for l in p.stdout_path.read_text().splitlines() if l.strip()]
+    assert len(lines) == 1 and json.loads(lines[0])["path"] == "/default-log", lines
+
+
 def test_access_log_off(start_proxy, upstream, tmp_path):
     a = upstream("a")
     p = start_proxy(routes=[route("app.test", a)], access_log="off")
@@ -142,3 +151,26 @@ def test_access_log_under_load_whole_lines(start_proxy, upstream):
     log = parse_log(p)
     assert len(log) == 400
     assert len({e["path"] for e in log}) == 400
+
+
+def test_malformed_upstream_response_is_502(start_proxy, upstream):
+    """An invalid response from the upstream is never passed on (RFC 9110
+    15.6.3): the client gets 502."""
+    from upstreams import RAW_RESPONSES
+    a = upstream("a")
+    p = start_proxy(routes=[route("app.test", a)])
+    for name in sorted(RAW_RESPONSES):
+        r = get(p.port, f"/raw/{name}")
+        assert r.status == 502, (name, r)
+
+
+def test_access_log_escapes_json(start_proxy, upstream):
+    """Characters a client controls ('"', '\\', '{') cannot break a log line."""
+    a = upstream("a")
+    p = start_proxy(routes=[route("app.test", a)])
+    path = '/q"uote\\back{x}%22\''
+    r = get(p.port, path)
+    assert r.status == 200 and r.json()["path"] == path
+    assert p.stop() is None
+    log = parse_log(p)  # raises if a line is not JSON
+    assert len(log) == 1 and log[0]["path"] in (path, path.split("?")[0]), log

@@ -95,8 +95,9 @@ def _least_conn(start_proxy, upstream, workers, new_connections):
     p = start_proxy(routes=[route("app.test", a, b)], args=["--balance", "least-conn"], workers=workers)
     slow = Client(p.port)
     slow.send(build_request("GET", "/sleep/3"))
-    wait_until(lambda: a.inflight + b.inflight == 1, 5, what="the slow request to reach an upstream")
-    busy, idle = (a, b) if a.inflight else (b, a)
+    wait_until(lambda: a.is_active("/sleep/3") or b.is_active("/sleep/3"), 5,
+               what="the slow request to reach an upstream")
+    busy, idle = (a, b) if a.is_active("/sleep/3") else (b, a)
     seen = Counter()
     if new_connections:
         for i in range(10):

@@ -54,7 +54,7 @@ def test_sleep_and_inflight(upstream):
     c = Client(up.port)
     t0 = time.monotonic()
     c.send(rawhttp.build_request("GET", "/sleep/0.3"))
-    up.wait_inflight(1, 2)
+    up.wait_inflight("/sleep/0.3", 2)
     assert c.read_response().status == 200
     assert time.monotonic() - t0 >= 0.3
     rawhttp.close_all()

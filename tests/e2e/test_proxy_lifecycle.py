@@ -18,6 +18,15 @@ def test_startup_message(start_proxy, upstream):
     wait_until(lambda: want in p.stderr(), 5, what=f"{want!r} on stderr")
 
 
+def test_default_workers_is_number_of_cores(start_proxy, upstream):
+    import os
+    a = upstream("a")
+    p = start_proxy(routes=[route("app.test", a)], workers=None)
+    ncpu = {os.cpu_count(), len(os.sched_getaffinity(0))}
+    wants = [f"davit proxy: listening on 127.0.0.1:{p.port} ({n} workers)" for n in ncpu]
+    wait_until(lambda: any(w in p.stderr() for w in wants), 5, what=f"one of {wants} on stderr")
+
+
 def run_expecting_failure(args, tmp_path, timeout=10):
     try:
         cp = subprocess.run([DAVIT_BIN, "proxy", "--access-log", "off"] + args, cwd=tmp_path,
@@ -34,6 +43,10 @@ def test_bad_routes_file_at_start_names_file_and_line(tmp_path, routes_file):
     err = cp.stderr.decode(errors="replace")
     assert cp.returncode != 0
     assert f"{f.name}:3" in err, f"error does not name {f.name}:3: {err!r}"
+    # the parts of the message documented in docs/proxy.md
+    # ("routes.txt:3: bad replica address '127.0.0.1' (expected ADDR:PORT)")
+    assert f"{f.name}:3: bad replica address '127.0.0.1'" in err, err
+    assert "(expected ADDR:PORT)" in err, err
 
 
 def test_bad_route_spec_refused(tmp_path):
@@ -61,13 +74,13 @@ def test_graceful_shutdown(start_proxy, upstream):
     assert idle.request("GET", "/idle").status == 200
     c = Client(p.port)
     c.send(build_request("GET", "/sleep/1.5"))
-    a.wait_inflight(1)
+    a.wait_inflight("/sleep/1.5")
     t0 = time.monotonic()
     p.send_signal(signal.SIGTERM)
     wait_until(lambda: connect_refused(p.port), 1.0, interval=0.02,
                what="new connections to be refused after SIGTERM")
     refused_at = time.monotonic()
-    assert a.inflight == 1, "the in-flight request ended before we checked"
+    assert a.is_active("/sleep/1.5"), "the in-flight request ended before we checked"
     r = c.read_response(timeout=5)
     assert r.status == 200 and r.json()["path"] == "/sleep/1.5", r
     assert refused_at < time.monotonic()
@@ -82,7 +95,7 @@ def test_shutdown_timeout_bounds_exit(start_proxy, upstream):
     p = start_proxy(routes=[route("app.test", a)], args=["--shutdown-timeout", "1s"])
     c = Client(p.port)
     c.send(build_request("GET", "/sleep/10"))
-    a.wait_inflight(1)
+    a.wait_inflight("/sleep/10")
     t0 = time.monotonic()
     p.send_signal(signal.SIGTERM)
     rc = p.wait_exit(6)

@@ -20,6 +20,9 @@ One server class, `Upstream`, answers according to the request path:
   /stall/N             Content-Length N, sends 10 body bytes, then stalls
                        until the server is stopped (or 60 s)
   /stall-head          accepts the request and never answers (until stopped)
+  /raw/NAME            sends RAW_RESPONSES[NAME] (malformed) and closes
+  /truncate/N          Content-Length N, sends N/2 bytes, closes
+  /pause-upload/SECS   waits SECS before reading the request body, then echoes
   /drop                reads the request, closes the connection without answering
   /arm-drop            answers normally (keep-alive), but the NEXT request on
                        the same connection is read and dropped (connection
@@ -326,6 +329,15 @@ def ws_read_frame(conn):
     return fin, opcode, payload
 
 
+# canned malformed responses for /raw/NAME
+RAW_RESPONSES = {
+    "garbage": b"HTTP/1.1 abc Nonsense\r\nContent-Length: 2\r\n\r\nhi",
+    "not-http": b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
+    "cl-te": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "obs-fold": b"HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\nContent-Length: 2\r\n\r\nhi",
+    "two-cl": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nhi!",
+}
+
 # ----------------------------------------------------------------- the server
 
 
@@ -364,6 +376,7 @@ class Upstream:
         self.bad_requests = []
         self.dropped = []  # requests taken and dropped without an answer (see /arm-drop, /drop)
         self.inflight = 0
+        self.active = []  # targets of the requests being handled now
         self.open_conns = set()
         self.stopping = threading.Event()
         self.signals = {}
@@ -385,8 +398,16 @@ class Upstream:
         with self.lock:
             return self.signals.setdefault(token, threading.Event())
 
-    def wait_inflight(self, n=1, timeout=5.0):
-        wait_until(lambda: self.inflight >= n, timeout, what=f"{self.name}: {n} request(s) in flight")
+    def wait_inflight(self, path, timeout=5.0):
+        """Waits until a request for `path` (exact target) is being handled."""
+        def check():
+            with self.lock:
+                return path in self.active
+        wait_until(check, timeout, what=f"{self.name}: a request for {path} in flight")
+
+    def is_active(self, path):
+        with self.lock:
+            return path in self.active
 
     def count(self):
         with self.lock:
@@ -451,12 +472,14 @@ class Upstream:
                     return
                 with self.lock:
                     self.inflight += 1
+                    self.active.append(target)
                     self.lock.notify_all()
                 try:
                     keep = self._handle(s, conn, method, target, version, headers, conn_no, seq)
                 finally:
                     with self.lock:
                         self.inflight -= 1
+                        self.active.remove(target)
                         self.lock.notify_all()
                 if not keep:
                     return
@@ -498,6 +521,8 @@ class Upstream:
             self._websocket(s, conn, headers)
             return False
 
+        if len(parts) >= 3 and parts[1] == "pause-upload":
+            self._sleep(float(parts[2]))  # let the client's body pile up before reading it
         body = read_body(conn, headers)
         if getattr(conn, "drop_next", False):
             # armed by /arm-drop: take this request and close without answering
@@ -556,6 +581,15 @@ class Upstream:
             n = int(parts[2])
             s.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nX-Upstream: {self.name}\r\n\r\n".encode() + b"x" * 10)
             self._sleep(60)
+            return False
+        elif len(parts) >= 3 and parts[1] == "raw":
+            s.sendall(RAW_RESPONSES[parts[2]])
+            return False
+        elif len(parts) >= 3 and parts[1] == "truncate":
+            n = int(parts[2])
+            s.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nX-Upstream: {self.name}\r\n\r\n".encode())
+            s.sendall(b"t" * (n // 2))
+            s.shutdown(socket.SHUT_WR)
             return False
         elif path == "/drop":
             with self.lock:

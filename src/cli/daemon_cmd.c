@@ -1,0 +1,47 @@
+/* `davit daemon`: run the platform in the foreground. */
+#include "cli/cli.h"
+
+#include "core/util.h"
+#include "daemon/daemon.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage_text[] =
+	"usage: davit daemon [--state-dir DIR] [--http ADDR:PORT] [--workers N]\n"
+	"\n"
+	"Run the davit platform in the foreground (what the systemd unit runs): the\n"
+	"reverse proxy on --http, the control API on DIR/run/davit.sock, supervision of\n"
+	"every deployed app. SIGTERM stops it gracefully (replicas get SIGTERM too).\n"
+	"\n"
+	"  --state-dir DIR    state directory (default ./.davit or $DAVIT_STATE_DIR)\n"
+	"  --http ADDR:PORT   proxy listener (default 0.0.0.0:80 as root, 127.0.0.1:8080 otherwise)\n"
+	"  --workers N        proxy worker threads (default: number of CPUs)\n";
+
+int dv_cli_daemon(int argc, char **argv)
+{
+	struct dv_daemon_options o = {.state_dir = dv_cli_default_state_dir(), .http = dv_cli_default_http()};
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+			fputs(usage_text, stdout);
+			return 0;
+		} else if (strcmp(a, "--state-dir") == 0 && i + 1 < argc) {
+			o.state_dir = argv[++i];
+		} else if (strcmp(a, "--http") == 0 && i + 1 < argc) {
+			o.http = argv[++i];
+		} else if (strcmp(a, "--workers") == 0 && i + 1 < argc) {
+			uint64_t n;
+			if (dv_parse_uint(argv[++i], 1024, &n) != 0 || n == 0) {
+				fprintf(stderr, "davit daemon: --workers takes a number from 1 to 1024\n");
+				return 2;
+			}
+			o.workers = (unsigned)n;
+		} else {
+			fprintf(stderr, "davit daemon: unknown option or missing value '%s' (see --help)\n", a);
+			return 2;
+		}
+	}
+	return dv_daemon_run(&o);
+}

@@ -1,0 +1,1887 @@
+/* The control plane engine: apps, services, replicas, deploys (engine.h).
+ *
+ * Ownership: the engine owns apps; an app owns its services; a service owns
+ * its replicas in three lists: `active` (the serving version; routed while
+ * healthy), `pending` (a deploy's new version, not routed yet) and `retired`
+ * (a replaced version: unrouted, draining, stopped when the deploy ends).
+ * A replica owns its runtime handle and health check; a replica that is
+ * stopping stays in its list, marked `leaving`, until its exit callback runs.
+ */
+#include "deploy/engine.h"
+
+#include "compose/compose.h"
+#include "core/alloc.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "deploy/plan.h"
+#include "health/health.h"
+#include "proxy/router.h"
+#include "runtime/process.h"
+#include "runtime/runtime.h"
+#include "store/store.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <openssl/evp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define PROBE_FAST_MS 150      /* while waiting for a new replica: probe this often */
+#define DRAIN_POLL_MS 50
+#define LOG_TAIL_ON_FAILURE 15
+
+struct app;
+struct service;
+
+enum replica_state { R_STARTING, R_HEALTHY, R_UNHEALTHY, R_STOPPING, R_EXITED, R_BACKOFF };
+
+struct replica {
+	struct service *svc;
+	struct replica *next;
+	unsigned index;
+	int64_t release;
+	uint16_t port;
+	struct dv_replica *rt;
+	struct dv_health_check *hc;
+	enum replica_state state;
+	bool leaving;         /* being stopped on purpose: do not restart */
+	bool crashed_once;    /* exited on its own at least once */
+	unsigned restarts;
+	int64_t started_at;   /* unix ms */
+	struct dv_timer restart_timer;
+	struct dv_restart_state restart_state;
+	char last_health[256];
+	int last_exit;
+	bool has_exit;
+};
+
+struct service {
+	struct app *app;
+	char *name;
+	struct dv_plan_service *plan; /* owned by the app's plan (current or deploy's) */
+	struct replica *active, *pending, *retired;
+	bool stopped_by_user;
+};
+
+struct deploy;
+
+struct app {
+	struct dv_engine *engine;
+	struct app *next;
+	char *name;
+	struct dv_plan *plan;   /* the serving release's plan */
+	int64_t release;        /* serving release (0: none) */
+	struct service **services;
+	size_t nservices;
+	struct deploy *deploy;  /* the running deploy, or NULL */
+	struct dv_upstream_pool **draining; /* pools replaced by a switch, until drained */
+	size_t ndraining;
+};
+
+enum deploy_phase { D_START_NEXT, D_WAIT_HEALTHY, D_DRAIN, D_DONE };
+
+struct deploy {
+	struct app *app;
+	int64_t id;
+	int64_t release, previous;
+	struct dv_plan *plan;        /* the new release's plan (moves to the app on success) */
+	size_t next;                 /* next index in plan->services to consider */
+	struct service *current;     /* the service being replaced now */
+	struct service **switched;   /* services switched so far (for rollback) */
+	size_t nswitched;
+	struct service **added;      /* services the new release adds */
+	size_t nadded;
+	enum deploy_phase phase;
+	struct dv_timer health_timer, probe_timer, deadline_timer, drain_timer;
+	uint64_t drain_deadline;
+	dv_engine_done_cb done;
+	void *done_arg;
+	struct dv_strbuf report;     /* human lines */
+	char *failure;
+	bool rollback_of_release;    /* a rollback command (for the report) */
+	unsigned changed;
+};
+
+struct dv_engine {
+	struct dv_engine_config config;
+	struct dv_runtime *rt;
+	struct app *apps;
+	uint16_t next_port;
+	bool shutting_down;
+	void (*shutdown_done)(void *);
+	void *shutdown_arg;
+	struct dv_timer shutdown_check;
+};
+
+static void publish_routes(struct dv_engine *e);
+static void deploy_step(struct deploy *d);
+static void deploy_fail(struct deploy *d, const char *why);
+static void replica_stop(struct replica *r);
+static void shutdown_check(struct dv_loop *loop, struct dv_timer *t);
+
+/* ------------------------------------------------------------------ helpers */
+
+static int64_t unix_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t loop_now(struct dv_engine *e)
+{
+	return dv_loop_update_now(e->config.loop);
+}
+
+static char *sha256_hex(const char *data, size_t len)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL);
+	char *hex = dv_xmalloc(mdlen * 2 + 1);
+	for (unsigned i = 0; i < mdlen; i++)
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	return hex;
+}
+
+static bool port_free(uint16_t port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return false;
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	bool ok = bind(fd, (struct sockaddr *)&sin, sizeof sin) == 0;
+	close(fd);
+	return ok;
+}
+
+static bool port_taken_by_us(struct dv_engine *e, uint16_t port)
+{
+	for (struct app *a = e->apps; a; a = a->next)
+		for (size_t i = 0; i < a->nservices; i++) {
+			struct replica *lists[3] = {a->services[i]->active, a->services[i]->pending, a->services[i]->retired};
+			for (int l = 0; l < 3; l++)
+				for (struct replica *r = lists[l]; r; r = r->next)
+					if (r->port == port)
+						return true;
+		}
+	return false;
+}
+
+static uint16_t allocate_port(struct dv_engine *e)
+{
+	for (int tries = 0; tries < 20000; tries++) {
+		uint16_t p = e->next_port++;
+		if (e->next_port < e->config.port_base || e->next_port > 60000)
+			e->next_port = e->config.port_base;
+		if (!port_taken_by_us(e, p) && port_free(p))
+			return p;
+	}
+	return 0;
+}
+
+static struct app *app_find(struct dv_engine *e, const char *name)
+{
+	for (struct app *a = e->apps; a; a = a->next)
+		if (strcmp(a->name, name) == 0)
+			return a;
+	return NULL;
+}
+
+/* The app a command means: by name, or the only one. */
+static struct app *app_pick(struct dv_engine *e, const char *name, char **err)
+{
+	if (name && *name) {
+		struct app *a = app_find(e, name);
+		if (!a)
+			*err = dv_xasprintf("no app named '%s' (see 'davit ps')", name);
+		return a;
+	}
+	if (!e->apps) {
+		*err = dv_xstrdup("nothing is deployed yet (deploy with 'davit up' or 'davit deploy')");
+		return NULL;
+	}
+	if (e->apps->next) {
+		*err = dv_xstrdup("several apps are deployed: say which one with --app NAME");
+		return NULL;
+	}
+	return e->apps;
+}
+
+static struct service *service_find(struct app *a, const char *name)
+{
+	for (size_t i = 0; i < a->nservices; i++)
+		if (strcmp(a->services[i]->name, name) == 0)
+			return a->services[i];
+	return NULL;
+}
+
+static struct service *service_add(struct app *a, const char *name, struct dv_plan_service *plan)
+{
+	struct service *s = dv_xcalloc(1, sizeof *s);
+	s->app = a;
+	s->name = dv_xstrdup(name);
+	s->plan = plan;
+	a->services = dv_xrealloc(a->services, (a->nservices + 1) * sizeof *a->services);
+	a->services[a->nservices++] = s;
+	return s;
+}
+
+static struct app *app_get_or_create(struct dv_engine *e, const char *name)
+{
+	struct app *a = app_find(e, name);
+	if (a)
+		return a;
+	a = dv_xcalloc(1, sizeof *a);
+	a->engine = e;
+	a->name = dv_xstrdup(name);
+	a->next = e->apps;
+	e->apps = a;
+	return a;
+}
+
+static const char *replica_state_name(const struct replica *r)
+{
+	switch (r->state) {
+	case R_STARTING: return "starting";
+	case R_HEALTHY: return "healthy";
+	case R_UNHEALTHY: return "unhealthy";
+	case R_STOPPING: return "stopping";
+	case R_EXITED: return "exited";
+	case R_BACKOFF: return "restarting";
+	}
+	return "?";
+}
+
+static void record_replica(struct replica *r)
+{
+	struct dv_engine *e = r->svc->app->engine;
+	struct dv_store_replica rec = {
+		.app = r->svc->app->name,
+		.env = (char *)e->config.environment,
+		.service = r->svc->name,
+		.release = r->release,
+		.index = r->index,
+		.port = r->port,
+		.started_at = r->started_at,
+		.restarts = r->restarts,
+	};
+	if (r->rt) {
+		struct dv_replica_info info;
+		char *err = NULL;
+		if (dv_runtime_inspect(e->rt, r->rt, &info, &err) == 0) {
+			rec.pid = info.pid;
+			rec.proc_start = info.start_ticks;
+		}
+		free(err);
+	}
+	switch (r->state) {
+	case R_STARTING: rec.state = DV_STORE_REPLICA_STARTING; break;
+	case R_HEALTHY: rec.state = DV_STORE_REPLICA_HEALTHY; break;
+	case R_UNHEALTHY: rec.state = DV_STORE_REPLICA_UNHEALTHY; break;
+	case R_STOPPING: rec.state = DV_STORE_REPLICA_STOPPING; break;
+	case R_EXITED: rec.state = DV_STORE_REPLICA_STOPPED; break;
+	case R_BACKOFF: rec.state = DV_STORE_REPLICA_CRASHED; break;
+	}
+	char *err = NULL;
+	if (dv_store_replica_upsert(e->config.store, &rec, &err) != 0)
+		dv_log_warn("engine", "recording replica %s/%s#%u: %s", r->svc->app->name, r->svc->name, r->index, err);
+	free(err);
+}
+
+static void forget_replica(struct replica *r)
+{
+	struct dv_engine *e = r->svc->app->engine;
+	char *err = NULL;
+	dv_store_replica_delete(e->config.store, r->svc->app->name, e->config.environment, r->svc->name, r->release,
+	                        r->index, NULL, &err);
+	free(err);
+}
+
+static void event(struct dv_engine *e, const char *app, const char *kind, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static void event(struct dv_engine *e, const char *app, const char *kind, const char *fmt, ...)
+{
+	struct dv_strbuf b;
+	dv_strbuf_init(&b);
+	va_list ap;
+	va_start(ap, fmt);
+	dv_strbuf_vprintf(&b, fmt, ap);
+	va_end(ap);
+	dv_log_info("engine", "%s %s: %s", app ? app : "-", kind, b.data ? b.data : "");
+	char *err = NULL;
+	dv_store_event_add(e->config.store, app, kind, b.data ? b.data : "", NULL, NULL, &err);
+	free(err);
+	dv_strbuf_dispose(&b);
+}
+
+/* ------------------------------------------------------------------ replicas */
+
+static void replica_list_remove(struct replica **list, struct replica *r)
+{
+	for (struct replica **p = list; *p; p = &(*p)->next)
+		if (*p == r) {
+			*p = r->next;
+			r->next = NULL;
+			return;
+		}
+}
+
+static bool in_list(struct replica *list, struct replica *r)
+{
+	for (; list; list = list->next)
+		if (list == r)
+			return true;
+	return false;
+}
+
+static void replica_free(struct replica *r)
+{
+	struct dv_engine *e = r->svc->app->engine;
+	dv_timer_cancel(e->config.loop, &r->restart_timer);
+	if (r->hc)
+		dv_health_stop(r->hc);
+	if (r->rt) {
+		char *err = NULL;
+		dv_runtime_remove(e->rt, r->rt, &err);
+		free(err);
+	}
+	free(r);
+}
+
+static void replica_exited(struct dv_replica *handle, int status, void *arg);
+static void health_changed(struct dv_health_check *check, enum dv_health_state state, const char *result, void *arg);
+static int replica_spawn(struct replica *r, char **err);
+
+static void restart_due(struct dv_loop *loop, struct dv_timer *t)
+{
+	struct replica *r = dv_container_of(t, struct replica, restart_timer);
+	char *err = NULL;
+	if (r->leaving || r->svc->stopped_by_user)
+		return;
+	if (replica_spawn(r, &err) != 0) {
+		snprintf(r->last_health, sizeof r->last_health, "restart failed: %s", err);
+		event(r->svc->app->engine, r->svc->app->name, "replica.restart_failed", "%s#%u: %s", r->svc->name,
+		      r->index, err);
+		free(err);
+		/* try again later */
+		r->state = R_BACKOFF;
+		dv_timer_set(loop, &r->restart_timer, dv_loop_update_now(loop) + 5000);
+	}
+}
+
+static void build_env(struct replica *r, char ***out)
+{
+	const struct dv_plan_service *p = r->svc->plan;
+	size_t n = 0, cap = 16;
+	char **env = dv_xmalloc(cap * sizeof *env);
+#define ADD(s)                                                                                                \
+	do {                                                                                                      \
+		if (n + 2 > cap) {                                                                                    \
+			cap *= 2;                                                                                         \
+			env = dv_xrealloc(env, cap * sizeof *env);                                                        \
+		}                                                                                                     \
+		env[n++] = (s);                                                                                       \
+	} while (0)
+	/* PATH, HOME and the locale come from the daemon, unless the file sets them. */
+	static const char *const inherit[] = {"PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER"};
+	for (size_t i = 0; i < sizeof inherit / sizeof inherit[0]; i++) {
+		const char *v = getenv(inherit[i]);
+		bool overridden = false;
+		size_t l = strlen(inherit[i]);
+		for (char **e = p->env; e && *e; e++)
+			if (strncmp(*e, inherit[i], l) == 0 && (*e)[l] == '=')
+				overridden = true;
+		if (v && !overridden)
+			ADD(dv_xasprintf("%s=%s", inherit[i], v));
+	}
+	for (char **e = p->env; e && *e; e++)
+		if (strncmp(*e, "PORT=", 5) != 0)
+			ADD(dv_xstrdup(*e));
+	if (r->port)
+		ADD(dv_xasprintf("PORT=%u", r->port));
+	ADD(dv_xasprintf("DAVIT_APP=%s", r->svc->app->name));
+	ADD(dv_xasprintf("DAVIT_SERVICE=%s", r->svc->name));
+	ADD(dv_xasprintf("DAVIT_REPLICA=%u", r->index));
+	ADD(dv_xasprintf("DAVIT_RELEASE=%lld", (long long)r->release));
+#undef ADD
+	env[n] = NULL;
+	*out = env;
+}
+
+static void free_env(char **env)
+{
+	for (char **e = env; e && *e; e++)
+		free(*e);
+	free(env);
+}
+
+static void start_health(struct replica *r)
+{
+	struct dv_engine *e = r->svc->app->engine;
+	const struct dv_plan_service *p = r->svc->plan;
+	if (r->hc) {
+		dv_health_stop(r->hc);
+		r->hc = NULL;
+	}
+	if (p->health == DV_PLAN_HEALTH_NONE) {
+		/* Nothing to probe: running counts as healthy. */
+		r->state = R_HEALTHY;
+		snprintf(r->last_health, sizeof r->last_health, "running (no health check)");
+		return;
+	}
+	struct dv_health_spec spec;
+	memset(&spec, 0, sizeof spec);
+	struct sockaddr_in *sin = (struct sockaddr_in *)&spec.target.addr;
+	sin->sin_family = AF_INET;
+	sin->sin_port = htons(r->port);
+	sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	spec.target.len = sizeof *sin;
+	char **env = NULL;
+	switch (p->health) {
+	case DV_PLAN_HEALTH_HTTP:
+		spec.kind = DV_HEALTH_HTTP;
+		spec.http_path = p->health_path;
+		break;
+	case DV_PLAN_HEALTH_TCP:
+		spec.kind = DV_HEALTH_TCP;
+		break;
+	case DV_PLAN_HEALTH_COMMAND:
+		spec.kind = DV_HEALTH_COMMAND;
+		spec.command = p->health_cmd;
+		build_env(r, &env);
+		spec.command_env = (const char *const *)env;
+		spec.command_cwd = p->workdir;
+		break;
+	case DV_PLAN_HEALTH_NONE:
+		break;
+	}
+	spec.interval_ms = p->health_interval_ms;
+	spec.timeout_ms = p->health_timeout_ms;
+	spec.retries = p->health_retries;
+	spec.start_period_ms = p->health_start_period_ms;
+	r->hc = dv_health_start(e->config.loop, &spec, health_changed, r);
+	free_env(env);
+	if (r->hc)
+		dv_health_check_now(r->hc);
+}
+
+static int replica_spawn(struct replica *r, char **err)
+{
+	struct dv_engine *e = r->svc->app->engine;
+	const struct dv_plan_service *p = r->svc->plan;
+	if (p->unsupported) {
+		*err = dv_xstrdup(p->unsupported);
+		return -1;
+	}
+	if (r->rt) {
+		char *rerr = NULL;
+		dv_runtime_remove(e->rt, r->rt, &rerr);
+		free(rerr);
+		r->rt = NULL;
+	}
+	char **env;
+	build_env(r, &env);
+	char release[32], name[48];
+	snprintf(release, sizeof release, "%lld", (long long)r->release);
+	snprintf(name, sizeof name, "r%lld-%u", (long long)r->release, r->index);
+	char *log_dir = dv_xasprintf("%s/logs/%s", e->config.state_dir, r->svc->app->name);
+	struct dv_replica_spec spec = {
+		.app = r->svc->app->name,
+		.service = r->svc->name,
+		.release = release,
+		.index = r->index,
+		.name = name,
+		.command = p->run,
+		.env = env,
+		.workdir = p->workdir,
+		.stop_timeout_ms = 10000,
+		.memory_limit = p->memory_limit,
+		.cpu_limit = p->cpu_limit,
+		.log_dir = log_dir,
+	};
+	int rc = dv_runtime_start(e->rt, &spec, replica_exited, r, &r->rt, err);
+	free(log_dir);
+	free_env(env);
+	if (rc != 0) {
+		r->rt = NULL;
+		return -1;
+	}
+	r->state = R_STARTING;
+	r->started_at = unix_ms();
+	r->has_exit = false;
+	snprintf(r->last_health, sizeof r->last_health, "starting");
+	record_replica(r);
+	start_health(r);
+	return 0;
+}
+
+static struct replica *replica_new(struct service *s, unsigned index, int64_t release, char **err)
+{
+	struct dv_engine *e = s->app->engine;
+	struct replica *r = dv_xcalloc(1, sizeof *r);
+	r->svc = s;
+	r->index = index;
+	r->release = release;
+	r->restart_timer.cb = restart_due;
+	if (s->plan->port) {
+		r->port = allocate_port(e);
+		if (!r->port) {
+			*err = dv_xstrdup("no free port left for a new replica");
+			free(r);
+			return NULL;
+		}
+	}
+	return r;
+}
+
+/* Asks a replica to stop; it leaves its list when its exit callback runs. */
+static void replica_stop(struct replica *r)
+{
+	struct dv_engine *e = r->svc->app->engine;
+	r->leaving = true;
+	dv_timer_cancel(e->config.loop, &r->restart_timer);
+	if (r->hc) {
+		dv_health_stop(r->hc);
+		r->hc = NULL;
+	}
+	if (r->rt && r->state != R_EXITED && r->state != R_BACKOFF) {
+		r->state = R_STOPPING;
+		char *err = NULL;
+		if (dv_runtime_stop(e->rt, r->rt, &err) != 0) {
+			dv_log_warn("engine", "stopping %s#%u: %s", r->svc->name, r->index, err);
+			free(err);
+		}
+	} else {
+		/* Not running: remove it now. */
+		struct service *s = r->svc;
+		forget_replica(r);
+		replica_list_remove(&s->active, r);
+		replica_list_remove(&s->pending, r);
+		replica_list_remove(&s->retired, r);
+		replica_free(r);
+		if (e->shutting_down)
+			shutdown_check(e->config.loop, &e->shutdown_check);
+	}
+}
+
+static void append_log_tail_line(struct dv_replica *rep, const struct dv_log_line *line, void *arg)
+{
+	struct dv_strbuf *b = arg;
+	if (!line)
+		return;
+	dv_strbuf_puts(b, "    | ");
+	dv_strbuf_append(b, line->text, line->len);
+	dv_strbuf_puts(b, "\n");
+}
+
+/* The last lines a replica printed, indented (for failure reports). */
+static void replica_log_tail(struct replica *r, struct dv_strbuf *b, size_t lines)
+{
+	if (!r->rt)
+		return;
+	dv_runtime_logs_tail(r->svc->app->engine->rt, r->rt, lines, append_log_tail_line, b);
+}
+
+static void replica_exited(struct dv_replica *handle, int status, void *arg)
+{
+	struct replica *r = arg;
+	struct service *s = r->svc;
+	struct app *a = s->app;
+	struct dv_engine *e = a->engine;
+	r->last_exit = status;
+	r->has_exit = true;
+	if (r->hc) {
+		dv_health_stop(r->hc);
+		r->hc = NULL;
+	}
+	bool was_routed = r->state == R_HEALTHY && in_list(s->active, r);
+	if (r->leaving) {
+		forget_replica(r);
+		replica_list_remove(&s->active, r);
+		replica_list_remove(&s->pending, r);
+		replica_list_remove(&s->retired, r);
+		replica_free(r);
+		if (e->shutting_down)
+			shutdown_check(e->config.loop, &e->shutdown_check);
+		return;
+	}
+	char how[96];
+	if (status != DV_REPLICA_STATUS_UNKNOWN && WIFEXITED(status))
+		snprintf(how, sizeof how, "exited with status %d", WEXITSTATUS(status));
+	else if (status != DV_REPLICA_STATUS_UNKNOWN && WIFSIGNALED(status))
+		snprintf(how, sizeof how, "killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+	else
+		snprintf(how, sizeof how, "exited");
+	snprintf(r->last_health, sizeof r->last_health, "%s", how);
+	r->state = R_EXITED;
+	r->crashed_once = true;
+	event(e, a->name, "replica.exited", "%s#%u (release %lld) %s", s->name, r->index, (long long)r->release, how);
+
+	/* A new replica that dies while its deploy waits for it fails the deploy. */
+	if (a->deploy && a->deploy->current == s && in_list(s->pending, r)) {
+		struct dv_strbuf why;
+		dv_strbuf_init(&why);
+		dv_strbuf_printf(&why, "service %s: new replica %u %s before becoming healthy; its last output:\n", s->name,
+		                 r->index, how);
+		replica_log_tail(r, &why, LOG_TAIL_ON_FAILURE);
+		deploy_fail(a->deploy, why.data);
+		dv_strbuf_dispose(&why);
+		return;
+	}
+	if (was_routed)
+		publish_routes(e);
+	const struct dv_plan_service *p = s->plan;
+	bool failed = status == DV_REPLICA_STATUS_UNKNOWN || !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+	bool restart = !s->stopped_by_user && !e->shutting_down &&
+	               (p->restart == DV_PLAN_RESTART_ALWAYS || (p->restart == DV_PLAN_RESTART_ON_FAILURE && failed));
+	if (p->restart == DV_PLAN_RESTART_ON_FAILURE && p->restart_max && r->restarts >= p->restart_max)
+		restart = false;
+	if (!restart) {
+		record_replica(r);
+		return;
+	}
+	struct dv_restart_policy policy;
+	memset(&policy, 0, sizeof policy);
+	uint64_t now = loop_now(e);
+	bool crashloop = false;
+	uint64_t delay = dv_restart_note_exit(&policy, &r->restart_state, now, (uint64_t)(unix_ms() - r->started_at),
+	                                      &crashloop);
+	if (crashloop) {
+		snprintf(r->last_health, sizeof r->last_health, "crash loop (%s); next restart in %llu ms", how,
+		         (unsigned long long)delay);
+		event(e, a->name, "replica.crashloop", "%s#%u keeps exiting (%s)", s->name, r->index, how);
+	}
+	r->restarts++;
+	r->state = R_BACKOFF;
+	record_replica(r);
+	dv_timer_set(e->config.loop, &r->restart_timer, now + delay);
+}
+
+static void health_changed(struct dv_health_check *check, enum dv_health_state state, const char *result, void *arg)
+{
+	struct replica *r = arg;
+	struct service *s = r->svc;
+	struct app *a = s->app;
+	snprintf(r->last_health, sizeof r->last_health, "%s", result ? result : "");
+	enum replica_state before = r->state;
+	if (state == DV_HEALTH_HEALTHY)
+		r->state = R_HEALTHY;
+	else if (state == DV_HEALTH_UNHEALTHY)
+		r->state = R_UNHEALTHY;
+	else
+		return;
+	if (before == r->state)
+		return;
+	record_replica(r);
+	if (in_list(s->active, r))
+		publish_routes(a->engine); /* routed set changed */
+	if (r->state == R_UNHEALTHY && in_list(s->active, r))
+		event(a->engine, a->name, "replica.unhealthy", "%s#%u: %s", s->name, r->index, r->last_health);
+	if (a->deploy && a->deploy->current == s && a->deploy->phase == D_WAIT_HEALTHY)
+		deploy_step(a->deploy);
+}
+
+/* ------------------------------------------------------------------ routes */
+
+static void add_service_routes(struct dv_route_table *t, struct service *s)
+{
+	const struct dv_plan_service *p = s->plan;
+	if (!p->port || s->stopped_by_user)
+		return;
+	char name[256];
+	snprintf(name, sizeof name, "%s/%s", s->app->name, s->name);
+	struct dv_upstream_pool *pool = dv_upstream_pool_new(name, DV_BALANCE_LEAST_CONN);
+	for (struct replica *r = s->active; r; r = r->next) {
+		if (r->state != R_HEALTHY || r->leaving)
+			continue;
+		struct dv_sockaddr sa;
+		memset(&sa, 0, sizeof sa);
+		struct sockaddr_in *sin = (struct sockaddr_in *)&sa.addr;
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(r->port);
+		sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		sa.len = sizeof *sin;
+		dv_upstream_pool_add(pool, &sa);
+	}
+	char *err = NULL;
+	bool any = false;
+	for (char **d = p->domains; d && *d; d++) {
+		char host[256];
+		const char *slash = strchr(*d, '/');
+		size_t hl = slash ? (size_t)(slash - *d) : strlen(*d);
+		if (hl >= sizeof host)
+			continue;
+		memcpy(host, *d, hl);
+		host[hl] = '\0';
+		if (dv_route_table_add(t, host, slash ? slash : "/", pool, &err) != 0) {
+			dv_log_warn("engine", "route %s for %s: %s", *d, name, err);
+			dv_free(&err);
+		}
+		any = true;
+	}
+	/* Every service with a port is also reachable as SERVICE.APP.localhost. */
+	char local[300];
+	snprintf(local, sizeof local, "%s.%s.localhost", s->name, s->app->name);
+	if (dv_route_table_add(t, local, "/", pool, &err) != 0)
+		dv_free(&err);
+	(void)any;
+	dv_upstream_pool_unref(pool);
+}
+
+static void publish_routes(struct dv_engine *e)
+{
+	struct dv_route_table *t = dv_route_table_new();
+	for (struct app *a = e->apps; a; a = a->next)
+		for (size_t i = 0; i < a->nservices; i++)
+			add_service_routes(t, a->services[i]);
+	dv_proxy_set_routes(e->config.proxy, t);
+}
+
+/* ------------------------------------------------------------------ deploys */
+
+static void deploy_free(struct deploy *d)
+{
+	struct dv_loop *loop = d->app->engine->config.loop;
+	dv_timer_cancel(loop, &d->health_timer);
+	dv_timer_cancel(loop, &d->probe_timer);
+	dv_timer_cancel(loop, &d->deadline_timer);
+	dv_timer_cancel(loop, &d->drain_timer);
+	dv_plan_free(d->plan);
+	free(d->switched);
+	free(d->added);
+	dv_strbuf_dispose(&d->report);
+	free(d->failure);
+	free(d);
+}
+
+static void store_step(struct deploy *d, const char *service, enum dv_store_step_state state, const char *msg)
+{
+	char *err = NULL;
+	if (dv_store_step_append(d->app->engine->config.store, d->id, service, state, msg, NULL, &err) != 0)
+		dv_log_warn("engine", "recording a deploy step: %s", err);
+	free(err);
+}
+
+static void store_transition(struct deploy *d, enum dv_store_deploy_state to, const char *error)
+{
+	char *err = NULL;
+	if (dv_store_deployment_transition(d->app->engine->config.store, d->id, to, error, 0, NULL, &err) != 0)
+		dv_log_warn("engine", "recording deploy %lld state: %s", (long long)d->id, err);
+	free(err);
+}
+
+static void write_urls(struct app *a, struct dv_strbuf *b, const char *http_url)
+{
+	/* http_url is http://ADDR:PORT; print http://DOMAIN:PORT/ for each route. */
+	const char *port = strrchr(http_url, ':');
+	bool default_port = port && strcmp(port, ":80") == 0;
+	for (size_t i = 0; i < a->plan->n; i++) {
+		const struct dv_plan_service *p = &a->plan->services[i];
+		if (!p->port)
+			continue;
+		dv_strbuf_printf(b, "  %-12s", p->name);
+		bool first = true;
+		for (char **d = p->domains; d && *d; d++) {
+			dv_strbuf_printf(b, "%shttp://%s%s/", first ? " " : ", ", *d, default_port ? "" : port);
+			first = false;
+		}
+		if (first)
+			dv_strbuf_printf(b, " http://%s.%s.localhost%s/", p->name, a->name, default_port ? "" : port);
+		dv_strbuf_puts(b, "\n");
+	}
+}
+
+static void deploy_finish(struct deploy *d, bool ok)
+{
+	struct app *a = d->app;
+	struct dv_engine *e = a->engine;
+	struct dv_strbuf text, json;
+	dv_strbuf_init(&text);
+	dv_strbuf_init(&json);
+	if (ok) {
+		dv_strbuf_printf(&text, "%s release %lld of %s: %s", d->rollback_of_release ? "rolled back to" : "deployed",
+		                 (long long)d->release, a->name,
+		                 d->changed ? "" : "nothing changed, ");
+		dv_strbuf_printf(&text, "%u service%s replaced\n", d->changed, d->changed == 1 ? "" : "s");
+		dv_strbuf_append(&text, d->report.data ? d->report.data : "", d->report.len);
+		dv_strbuf_puts(&text, "URLs (through the davit proxy):\n");
+		write_urls(a, &text, e->config.http_url);
+	} else {
+		dv_strbuf_printf(&text, "deploy of release %lld of %s FAILED and was rolled back; release %lld still serves.\n",
+		                 (long long)d->release, a->name, (long long)a->release);
+		dv_strbuf_append(&text, d->report.data ? d->report.data : "", d->report.len);
+		dv_strbuf_printf(&text, "why: %s\n", d->failure ? d->failure : "unknown");
+	}
+	struct dv_json j;
+	dv_json_init(&j, &json);
+	dv_json_object_begin(&j);
+	dv_json_key(&j, "ok");
+	dv_json_bool(&j, ok);
+	dv_json_key(&j, "app");
+	dv_json_string(&j, a->name);
+	dv_json_key(&j, "deployment");
+	dv_json_int(&j, d->id);
+	dv_json_key(&j, "release");
+	dv_json_int(&j, d->release);
+	dv_json_key(&j, "serving_release");
+	dv_json_int(&j, a->release);
+	dv_json_key(&j, "services_replaced");
+	dv_json_uint(&j, d->changed);
+	dv_json_key(&j, "error");
+	dv_json_string(&j, ok ? NULL : d->failure);
+	dv_json_key(&j, "report");
+	dv_json_string(&j, text.data);
+	dv_json_object_end(&j);
+	dv_strbuf_puts(&json, "\n");
+	a->deploy = NULL;
+	if (d->done)
+		d->done(d->done_arg, ok, text.data, json.data);
+	dv_strbuf_dispose(&text);
+	dv_strbuf_dispose(&json);
+	deploy_free(d);
+}
+
+/* Stops every retired replica (after the drain) and completes the deploy. */
+static void drain_poll(struct dv_loop *loop, struct dv_timer *t)
+{
+	struct deploy *d = dv_container_of(t, struct deploy, drain_timer);
+	struct app *a = d->app;
+	uint64_t now = dv_loop_update_now(loop);
+	bool busy = false;
+	for (size_t i = 0; i < a->ndraining; i++)
+		if (atomic_load(&a->draining[i]->inflight) > 0)
+			busy = true;
+	if (busy && now < d->drain_deadline) {
+		dv_timer_set(loop, t, now + DRAIN_POLL_MS);
+		return;
+	}
+	for (size_t i = 0; i < a->ndraining; i++)
+		dv_upstream_pool_unref(a->draining[i]);
+	free(a->draining);
+	a->draining = NULL;
+	a->ndraining = 0;
+	for (size_t i = 0; i < a->nservices; i++) {
+		struct service *s = a->services[i];
+		struct replica *next;
+		for (struct replica *r = s->retired; r; r = next) {
+			next = r->next;
+			if (!r->leaving)
+				replica_stop(r);
+		}
+	}
+	/* Services the new release no longer has: gone with their replicas. */
+	for (size_t i = 0; i < a->nservices;) {
+		struct service *s = a->services[i];
+		if (!dv_plan_service(d->plan, s->name)) {
+			struct replica *next;
+			for (struct replica *r = s->active; r; r = next) {
+				next = r->next;
+				replica_list_remove(&s->active, r);
+				r->next = s->retired;
+				s->retired = r;
+				if (!r->leaving)
+					replica_stop(r);
+			}
+			if (!s->retired && !s->pending) {
+				free(s->name);
+				free(s);
+				a->services[i] = a->services[--a->nservices];
+				continue;
+			}
+			s->plan = NULL; /* its plan goes with the old release */
+		}
+		i++;
+	}
+	/* The new plan becomes the app's: re-point every service's plan. */
+	dv_plan_free(a->plan);
+	a->plan = d->plan;
+	d->plan = NULL;
+	for (size_t i = 0; i < a->nservices; i++) {
+		const struct dv_plan_service *p = dv_plan_service(a->plan, a->services[i]->name);
+		a->services[i]->plan = (struct dv_plan_service *)p;
+	}
+	a->release = d->release;
+	store_transition(d, DV_STORE_DEPLOY_SUCCEEDED, NULL);
+	event(a->engine, a->name, "deploy.succeeded", "release %lld (%u services replaced)", (long long)d->release,
+	      d->changed);
+	publish_routes(a->engine);
+	deploy_finish(d, true);
+}
+
+/* Moves a service's pending replicas into service: they become active, the
+ * old active ones retire (still running, no longer routed). */
+static void switch_service(struct deploy *d, struct service *s)
+{
+	struct app *a = d->app;
+	store_step(d, s->name, DV_STORE_STEP_SWITCHING, NULL);
+	struct replica *old = s->active;
+	s->active = s->pending;
+	s->pending = NULL;
+	while (old) {
+		struct replica *r = old;
+		old = old->next;
+		r->next = s->retired;
+		s->retired = r;
+	}
+	publish_routes(a->engine);
+	store_step(d, s->name, DV_STORE_STEP_DRAINING, NULL);
+	d->switched = dv_xrealloc(d->switched, (d->nswitched + 1) * sizeof *d->switched);
+	d->switched[d->nswitched++] = s;
+	d->changed++;
+	dv_strbuf_printf(&d->report, "  %-12s switched to release %lld (%u replica%s healthy)\n", s->name,
+	                 (long long)d->release, s->plan->replicas, s->plan->replicas == 1 ? "" : "s");
+}
+
+static void deploy_health_timeout(struct dv_loop *loop, struct dv_timer *t)
+{
+	struct deploy *d = dv_container_of(t, struct deploy, health_timer);
+	struct service *s = d->current;
+	struct dv_strbuf why;
+	dv_strbuf_init(&why);
+	dv_strbuf_printf(&why, "service %s: new replicas did not become healthy within %llu ms", s->name,
+	                 (unsigned long long)d->app->engine->config.health_timeout_ms);
+	for (struct replica *r = s->pending; r; r = r->next) {
+		if (r->state == R_HEALTHY)
+			continue;
+		dv_strbuf_printf(&why, "\n  replica %u: %s; its last output:\n", r->index, r->last_health);
+		replica_log_tail(r, &why, LOG_TAIL_ON_FAILURE);
+		break;
+	}
+	deploy_fail(d, why.data);
+	dv_strbuf_dispose(&why);
+}
+
+static void deploy_probe(struct dv_loop *loop, struct dv_timer *t)
+{
+	struct deploy *d = dv_container_of(t, struct deploy, probe_timer);
+	if (d->phase != D_WAIT_HEALTHY || !d->current)
+		return;
+	/* New replicas are probed often while we wait: the switch then happens
+	 * moments after the first passing check, not an interval later. */
+	for (struct replica *r = d->current->pending; r; r = r->next)
+		if (r->hc && r->state != R_HEALTHY)
+			dv_health_check_now(r->hc);
+	dv_timer_set(loop, t, dv_loop_update_now(loop) + PROBE_FAST_MS);
+}
+
+static void deploy_deadline(struct dv_loop *loop, struct dv_timer *t)
+{
+	struct deploy *d = dv_container_of(t, struct deploy, deadline_timer);
+	deploy_fail(d, "the deploy took longer than its hard deadline");
+}
+
+/* Starts the new version of service `s` (plan p) beside the old one. */
+static int start_new_replicas(struct deploy *d, struct service *s, char **err)
+{
+	for (unsigned i = 0; i < s->plan->replicas; i++) {
+		struct replica *r = replica_new(s, i, d->release, err);
+		if (!r)
+			return -1;
+		r->next = s->pending;
+		s->pending = r;
+		if (replica_spawn(r, err) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Advances the deploy as far as it can go now. */
+static void deploy_step(struct deploy *d)
+{
+	struct app *a = d->app;
+	struct dv_engine *e = a->engine;
+	struct dv_loop *loop = e->config.loop;
+	for (;;) {
+		if (d->phase == D_WAIT_HEALTHY) {
+			struct service *s = d->current;
+			bool all = s->pending != NULL;
+			for (struct replica *r = s->pending; r; r = r->next)
+				if (r->state != R_HEALTHY)
+					all = false;
+			if (!all)
+				return;
+			dv_timer_cancel(loop, &d->health_timer);
+			dv_timer_cancel(loop, &d->probe_timer);
+			/* Keep the replaced pool so we can wait for its in-flight requests. */
+			switch_service(d, s);
+			d->current = NULL;
+			d->phase = D_START_NEXT;
+			continue;
+		}
+		if (d->phase != D_START_NEXT)
+			return;
+		/* Next service whose definition changed (or that is new). */
+		while (d->next < d->plan->n) {
+			struct dv_plan_service *p = &d->plan->services[d->next++];
+			struct service *s = service_find(a, p->name);
+			bool changed = !s || !s->plan || strcmp(s->plan->json, p->json) != 0 || !s->active ||
+			               s->stopped_by_user;
+			if (!changed)
+				continue;
+			if (!s) {
+				s = service_add(a, p->name, p);
+				d->added = dv_xrealloc(d->added, (d->nadded + 1) * sizeof *d->added);
+				d->added[d->nadded++] = s;
+			}
+			/* The service runs the new plan from now on (restarts of the
+			 * old replicas use the old one: they keep their pointer). */
+			s->plan = p;
+			s->stopped_by_user = false;
+			store_step(d, s->name, DV_STORE_STEP_STARTING, NULL);
+			char *err = NULL;
+			if (start_new_replicas(d, s, &err) != 0) {
+				char *why = dv_xasprintf("service %s: cannot start: %s", s->name, err);
+				free(err);
+				d->current = s;
+				deploy_fail(d, why);
+				free(why);
+				return;
+			}
+			store_step(d, s->name, DV_STORE_STEP_WAITING_HEALTHY, NULL);
+			d->current = s;
+			d->phase = D_WAIT_HEALTHY;
+			uint64_t now = dv_loop_update_now(loop);
+			dv_timer_set(loop, &d->health_timer, now + e->config.health_timeout_ms);
+			dv_timer_set(loop, &d->probe_timer, now + PROBE_FAST_MS);
+			break;
+		}
+		if (d->phase == D_WAIT_HEALTHY)
+			continue; /* the new replicas may already be healthy (no check) */
+		/* Every service is switched: drain the old replicas, then stop them. */
+		d->phase = D_DRAIN;
+		dv_timer_cancel(loop, &d->deadline_timer);
+		d->drain_deadline = dv_loop_update_now(loop) + e->config.drain_timeout_ms;
+		drain_poll(loop, &d->drain_timer);
+		return;
+	}
+}
+
+static void deploy_fail(struct deploy *d, const char *why)
+{
+	struct app *a = d->app;
+	struct dv_engine *e = a->engine;
+	if (d->phase == D_DONE)
+		return;
+	d->phase = D_DONE;
+	free(d->failure);
+	d->failure = dv_xstrdup(why);
+	store_transition(d, DV_STORE_DEPLOY_ROLLING_BACK, why);
+	event(e, a->name, "deploy.failed", "release %lld: %s", (long long)d->release, why);
+	/* Stop every new replica that is not serving yet. */
+	for (size_t i = 0; i < a->nservices; i++) {
+		struct service *s = a->services[i];
+		struct replica *next;
+		for (struct replica *r = s->pending; r; r = next) {
+			next = r->next;
+			if (!r->leaving)
+				replica_stop(r);
+		}
+	}
+	/* Switch already switched services back to their old replicas. */
+	for (size_t k = 0; k < d->nswitched; k++) {
+		struct service *s = d->switched[k];
+		struct replica *newer = s->active;
+		s->active = s->retired;
+		s->retired = NULL;
+		for (struct replica *r = newer, *next; r; r = next) {
+			next = r->next;
+			r->next = s->retired;
+			s->retired = r;
+			replica_stop(r);
+		}
+		dv_strbuf_printf(&d->report, "  %-12s switched back to release %lld\n", s->name, (long long)a->release);
+	}
+	/* Services back on their old plan. */
+	for (size_t i = 0; i < a->nservices; i++) {
+		struct service *s = a->services[i];
+		const struct dv_plan_service *old = dv_plan_service(a->plan, s->name);
+		if (old)
+			s->plan = (struct dv_plan_service *)old;
+	}
+	/* Services this deploy added: their replicas are stopping; drop them
+	 * from routing by giving them no plan port (they disappear once gone). */
+	for (size_t k = 0; k < d->nadded; k++) {
+		struct service *s = d->added[k];
+		s->stopped_by_user = true;
+	}
+	publish_routes(e);
+	for (size_t i = 0; i < a->ndraining; i++)
+		dv_upstream_pool_unref(a->draining[i]);
+	free(a->draining);
+	a->draining = NULL;
+	a->ndraining = 0;
+	store_transition(d, DV_STORE_DEPLOY_ROLLED_BACK, NULL);
+	/* The added services' plans live in d->plan, which is freed now. */
+	for (size_t k = 0; k < d->nadded; k++) {
+		struct service *s = d->added[k];
+		s->plan = NULL;
+	}
+	/* Remove added services whose replicas are all gone already. */
+	for (size_t i = 0; i < a->nservices;) {
+		struct service *s = a->services[i];
+		if (!s->plan && !s->active && !s->pending && !s->retired) {
+			free(s->name);
+			free(s);
+			a->services[i] = a->services[--a->nservices];
+			continue;
+		}
+		i++;
+	}
+	deploy_finish(d, false);
+}
+
+/* Starts a deploy of release `release` (already stored) of app `name`. */
+static int deploy_start(struct dv_engine *e, const char *app_name, int64_t release, bool is_rollback,
+                        dv_engine_done_cb done, void *arg, char **err)
+{
+	struct dv_store_release *rel = NULL;
+	struct dv_store_deployment *dep = NULL;
+	struct dv_plan *plan = NULL;
+	int rc = -1;
+	if (dv_store_release_get(e->config.store, app_name, e->config.environment, release, &rel, err) != 0)
+		goto out;
+	plan = dv_plan_from_json(rel->compose_json, strlen(rel->compose_json), e->config.environment, err);
+	if (!plan)
+		goto out;
+	for (size_t i = 0; i < plan->n; i++) {
+		if (plan->services[i].unsupported) {
+			*err = dv_xstrdup(plan->services[i].unsupported);
+			goto out;
+		}
+	}
+	struct app *a = app_get_or_create(e, app_name);
+	if (a->deploy) {
+		*err = dv_xasprintf("a deploy of %s is already running (deployment %lld); wait for it to finish", app_name,
+		                    (long long)a->deploy->id);
+		goto out;
+	}
+	int64_t deadline = unix_ms() + (int64_t)e->config.deploy_timeout_ms;
+	if (dv_store_deployment_create(e->config.store, app_name, e->config.environment, release, deadline, &dep, err) != 0)
+		goto out;
+	struct deploy *d = dv_xcalloc(1, sizeof *d);
+	d->app = a;
+	d->id = dep->id;
+	d->release = release;
+	d->previous = dep->previous_release;
+	d->plan = plan;
+	plan = NULL;
+	d->done = done;
+	d->done_arg = arg;
+	d->rollback_of_release = is_rollback;
+	d->health_timer.cb = deploy_health_timeout;
+	d->probe_timer.cb = deploy_probe;
+	d->deadline_timer.cb = deploy_deadline;
+	d->drain_timer.cb = drain_poll;
+	dv_strbuf_init(&d->report);
+	a->deploy = d;
+	char *terr = NULL;
+	if (dv_store_deployment_transition(e->config.store, d->id, DV_STORE_DEPLOY_RUNNING, NULL, deadline, NULL, &terr) != 0) {
+		dv_log_warn("engine", "deploy %lld: %s", (long long)d->id, terr);
+		free(terr);
+	}
+	event(e, app_name, "deploy.started", "release %lld (deployment %lld)", (long long)release, (long long)d->id);
+	dv_timer_set(e->config.loop, &d->deadline_timer, loop_now(e) + e->config.deploy_timeout_ms);
+	d->phase = D_START_NEXT;
+	deploy_step(d);
+	rc = 0;
+out:
+	dv_store_release_free(rel);
+	dv_store_deployment_free(dep);
+	dv_plan_free(plan);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ public API */
+
+struct dv_engine *dv_engine_new(const struct dv_engine_config *config, char **err)
+{
+	struct dv_engine *e = dv_xcalloc(1, sizeof *e);
+	e->config = *config;
+	e->next_port = config->port_base ? config->port_base : 20000;
+	if (!e->config.port_base)
+		e->config.port_base = 20000;
+	e->rt = dv_process_new(config->loop, NULL, err);
+	if (!e->rt) {
+		free(e);
+		return NULL;
+	}
+	e->shutdown_check.cb = shutdown_check;
+	return e;
+}
+
+static bool any_replica_left(struct dv_engine *e)
+{
+	for (struct app *a = e->apps; a; a = a->next)
+		for (size_t i = 0; i < a->nservices; i++)
+			if (a->services[i]->active || a->services[i]->pending || a->services[i]->retired)
+				return true;
+	return false;
+}
+
+static void shutdown_check(struct dv_loop *loop, struct dv_timer *t)
+{
+	struct dv_engine *e = dv_container_of(t, struct dv_engine, shutdown_check);
+	if (!e->shutting_down || any_replica_left(e) || !e->shutdown_done)
+		return;
+	void (*done)(void *) = e->shutdown_done;
+	e->shutdown_done = NULL;
+	done(e->shutdown_arg);
+}
+
+void dv_engine_shutdown(struct dv_engine *e, void (*done)(void *), void *arg)
+{
+	e->shutting_down = true;
+	e->shutdown_done = done;
+	e->shutdown_arg = arg;
+	for (struct app *a = e->apps; a; a = a->next) {
+		if (a->deploy)
+			deploy_fail(a->deploy, "the daemon is shutting down");
+		for (size_t i = 0; i < a->nservices; i++) {
+			struct service *s = a->services[i];
+			struct replica *lists[3] = {s->active, s->pending, s->retired};
+			for (int l = 0; l < 3; l++) {
+				struct replica *next;
+				for (struct replica *r = lists[l]; r; r = next) {
+					next = r->next;
+					if (!r->leaving)
+						replica_stop(r);
+				}
+			}
+		}
+	}
+	/* Replicas are stopped but their rows stay: on the next start they are
+	 * started again from the current release (a shutdown is not a 'down'). */
+	dv_timer_set(e->config.loop, &e->shutdown_check, loop_now(e) + 1);
+}
+
+void dv_engine_free(struct dv_engine *e)
+{
+	if (!e)
+		return;
+	struct app *next;
+	for (struct app *a = e->apps; a; a = next) {
+		next = a->next;
+		if (a->deploy) {
+			a->deploy->done = NULL;
+			deploy_free(a->deploy);
+		}
+		for (size_t i = 0; i < a->nservices; i++) {
+			struct service *s = a->services[i];
+			struct replica *lists[3] = {s->active, s->pending, s->retired};
+			for (int l = 0; l < 3; l++) {
+				struct replica *rn;
+				for (struct replica *r = lists[l]; r; r = rn) {
+					rn = r->next;
+					replica_free(r);
+				}
+			}
+			free(s->name);
+			free(s);
+		}
+		for (size_t i = 0; i < a->ndraining; i++)
+			dv_upstream_pool_unref(a->draining[i]);
+		free(a->draining);
+		free(a->services);
+		dv_plan_free(a->plan);
+		free(a->name);
+		free(a);
+	}
+	dv_timer_cancel(e->config.loop, &e->shutdown_check);
+	if (e->rt)
+		dv_runtime_destroy(e->rt);
+	free(e);
+}
+
+/* Starts the serving release of an app (daemon start). */
+static int app_start_current(struct dv_engine *e, const char *name, char **err)
+{
+	struct dv_store_release *rel = NULL;
+	int rc = -1;
+	if (dv_store_release_current(e->config.store, name, e->config.environment, &rel, err) != 0)
+		goto out;
+	if (!rel) {
+		rc = 0;
+		goto out;
+	}
+	struct dv_plan *plan = dv_plan_from_json(rel->compose_json, strlen(rel->compose_json), e->config.environment, err);
+	if (!plan)
+		goto out;
+	struct app *a = app_get_or_create(e, name);
+	a->plan = plan;
+	a->release = rel->id;
+	for (size_t i = 0; i < plan->n; i++) {
+		struct service *s = service_add(a, plan->services[i].name, &plan->services[i]);
+		for (unsigned k = 0; k < s->plan->replicas; k++) {
+			char *rerr = NULL;
+			struct replica *r = replica_new(s, k, a->release, &rerr);
+			if (!r) {
+				dv_log_error("engine", "%s/%s: %s", name, s->name, rerr);
+				free(rerr);
+				continue;
+			}
+			r->next = s->active;
+			s->active = r;
+			if (replica_spawn(r, &rerr) != 0) {
+				dv_log_error("engine", "%s/%s#%u: %s", name, s->name, k, rerr);
+				free(rerr);
+				r->state = R_BACKOFF;
+				dv_timer_set(e->config.loop, &r->restart_timer, loop_now(e) + 2000);
+			}
+		}
+	}
+	event(e, name, "app.started", "release %lld started after a daemon start", (long long)a->release);
+	rc = 0;
+out:
+	dv_store_release_free(rel);
+	return rc;
+}
+
+int dv_engine_recover(struct dv_engine *e, char **err)
+{
+	int rc = -1;
+	struct dv_store_replica *reps = NULL;
+	size_t nreps = 0;
+	struct dv_store_deployment *deps = NULL;
+	size_t ndeps = 0;
+	struct dv_store_app *apps = NULL;
+	size_t napps = 0;
+	/* 1. Replicas a previous daemon left behind: kill what still runs. */
+	if (dv_store_replica_list(e->config.store, NULL, &reps, &nreps, err) != 0)
+		goto out;
+	for (size_t i = 0; i < nreps; i++) {
+		if (reps[i].pid > 0) {
+			char *kerr = NULL;
+			if (dv_process_reap_stale((int)reps[i].pid, reps[i].proc_start, &kerr) > 0)
+				dv_log_info("engine", "stopped leftover replica %s/%s#%lld (pid %lld)", reps[i].app, reps[i].service,
+				            (long long)reps[i].index, (long long)reps[i].pid);
+			free(kerr);
+		}
+		char *derr = NULL;
+		dv_store_replica_delete(e->config.store, reps[i].app, reps[i].env, reps[i].service, reps[i].release,
+		                        reps[i].index, NULL, &derr);
+		free(derr);
+	}
+	/* 2. A deploy that was interrupted is rolled back: the previous release
+	 * serves again (it is what the current pointer still names). */
+	if (dv_store_deployment_list_unfinished(e->config.store, &deps, &ndeps, err) != 0)
+		goto out;
+	for (size_t i = 0; i < ndeps; i++) {
+		char *terr = NULL;
+		enum dv_store_deploy_state to =
+			deps[i].state == DV_STORE_DEPLOY_PLANNED ? DV_STORE_DEPLOY_FAILED : DV_STORE_DEPLOY_ROLLED_BACK;
+		if (deps[i].state == DV_STORE_DEPLOY_RUNNING)
+			dv_store_deployment_transition(e->config.store, deps[i].id, DV_STORE_DEPLOY_ROLLING_BACK,
+			                               "interrupted by a daemon restart", 0, NULL, &terr);
+		free(terr);
+		terr = NULL;
+		dv_store_deployment_transition(e->config.store, deps[i].id, to, "interrupted by a daemon restart", 0, NULL,
+		                               &terr);
+		free(terr);
+		event(e, deps[i].app, "deploy.interrupted", "deployment %lld of release %lld was interrupted by a daemon "
+		      "restart and rolled back", (long long)deps[i].id, (long long)deps[i].release);
+	}
+	/* 3. Every app's serving release runs again. */
+	if (dv_store_app_list(e->config.store, &apps, &napps, err) != 0)
+		goto out;
+	for (size_t i = 0; i < napps; i++) {
+		char *aerr = NULL;
+		if (app_start_current(e, apps[i].name, &aerr) != 0) {
+			dv_log_error("engine", "starting %s: %s", apps[i].name, aerr);
+			free(aerr);
+		}
+	}
+	publish_routes(e);
+	rc = 0;
+out:
+	dv_store_replica_array_free(reps, nreps);
+	dv_store_deployment_array_free(deps, ndeps);
+	dv_store_app_array_free(apps, napps);
+	return rc;
+}
+
+int dv_engine_deploy_file(struct dv_engine *e, const char *path, const char *const *env_list,
+                          dv_engine_done_cb done, void *arg, char **err)
+{
+	int rc = -1;
+	struct dv_compose_project *project = NULL;
+	char *json = NULL, *hash = NULL;
+	struct dv_store_release *rel = NULL;
+	struct dv_compose_options opts = {.environ = env_list};
+	if (e->shutting_down) {
+		*err = dv_xstrdup("the daemon is shutting down");
+		goto out;
+	}
+	if (dv_compose_load(path, &opts, &project, err) != 0)
+		goto out;
+	struct app *existing = app_find(e, project->name);
+	if (existing && existing->deploy) {
+		*err = dv_xasprintf("a deploy of %s is already running (deployment %lld); wait for it to finish",
+		                    project->name, (long long)existing->deploy->id);
+		goto out;
+	}
+	size_t len;
+	json = dv_compose_project_to_json(project, &len);
+	/* Check that it is something we can run before storing it. */
+	struct dv_plan *plan = dv_plan_from_json(json, len, e->config.environment, err);
+	if (!plan)
+		goto out;
+	for (size_t i = 0; i < plan->n; i++) {
+		if (plan->services[i].unsupported) {
+			*err = dv_xasprintf("%s: %s", path, plan->services[i].unsupported);
+			dv_plan_free(plan);
+			goto out;
+		}
+	}
+	dv_plan_free(plan);
+	for (size_t i = 0; i < project->n_warnings; i++)
+		dv_log_warn("compose", "%s", project->warnings[i]);
+	hash = sha256_hex(json, len);
+	if (dv_store_app_ensure(e->config.store, project->name, NULL, err) != 0)
+		goto out;
+	struct dv_store_release_spec spec = {.hash = hash, .compose_json = json, .source = path};
+	if (dv_store_release_create(e->config.store, project->name, e->config.environment, &spec, &rel, NULL, err) != 0)
+		goto out;
+	rc = deploy_start(e, project->name, rel->id, false, done, arg, err);
+out:
+	dv_compose_project_free(project);
+	dv_store_release_free(rel);
+	free(json);
+	free(hash);
+	return rc;
+}
+
+int dv_engine_rollback(struct dv_engine *e, const char *app_name, int64_t release, dv_engine_done_cb done, void *arg,
+                       char **err)
+{
+	struct app *a = app_pick(e, app_name, err);
+	if (!a)
+		return -1;
+	if (release == 0) {
+		/* The release that served before the current one. */
+		struct dv_store_deployment *deps = NULL;
+		size_t n = 0;
+		if (dv_store_deployment_list(e->config.store, a->name, e->config.environment, 50, &deps, &n, err) != 0)
+			return -1;
+		for (size_t i = 0; i < n && !release; i++)
+			if (deps[i].state == DV_STORE_DEPLOY_SUCCEEDED && deps[i].release == a->release &&
+			    deps[i].previous_release && deps[i].previous_release != a->release)
+				release = deps[i].previous_release;
+		dv_store_deployment_array_free(deps, n);
+		if (!release) {
+			*err = dv_xasprintf("%s has no earlier release to roll back to (see 'davit releases')", a->name);
+			return -1;
+		}
+	}
+	return deploy_start(e, a->name, release, true, done, arg, err);
+}
+
+struct restart_op {
+	struct service *svc;
+	dv_engine_done_cb done;
+	void *arg;
+};
+
+int dv_engine_service_action(struct dv_engine *e, const char *app_name, const char *service, const char *action,
+                             dv_engine_done_cb done, void *arg, char **err)
+{
+	struct app *a = app_pick(e, app_name, err);
+	if (!a)
+		return -1;
+	struct service *s = service_find(a, service);
+	if (!s || !s->plan) {
+		*err = dv_xasprintf("%s has no service '%s' (see 'davit ps')", a->name, service);
+		return -1;
+	}
+	if (a->deploy) {
+		*err = dv_xasprintf("a deploy of %s is running; try again when it ends", a->name);
+		return -1;
+	}
+	char text[256], json[256];
+	if (strcmp(action, "stop") == 0) {
+		s->stopped_by_user = true;
+		for (struct replica *r = s->active, *next; r; r = next) {
+			next = r->next;
+			replica_stop(r);
+		}
+		publish_routes(e);
+		event(e, a->name, "service.stopped", "%s stopped by the user", s->name);
+		snprintf(text, sizeof text, "%s: stopping\n", s->name);
+	} else if (strcmp(action, "start") == 0 || strcmp(action, "restart") == 0) {
+		/* start/restart: a deploy of the current release in which this
+		 * service counts as changed, so it is replaced with zero downtime. */
+		s->stopped_by_user = false;
+		if (strcmp(action, "start") == 0 && s->active) {
+			snprintf(text, sizeof text, "%s is already running\n", s->name);
+		} else {
+			struct replica *old = s->active;
+			s->active = NULL; /* counts as changed */
+			int rc = deploy_start(e, a->name, a->release, false, done, arg, err);
+			if (rc == 0 && a->deploy) {
+				/* The old replicas are retired by the switch: hand them over. */
+				s->active = old;
+				/* deploy_step already started new replicas into pending;
+				 * their switch retires `old`. */
+				return 0;
+			}
+			s->active = old;
+			if (rc != 0)
+				return -1;
+			return 0; /* finished synchronously */
+		}
+	} else {
+		*err = dv_xasprintf("unknown action '%s' (restart, stop or start)", action);
+		return -1;
+	}
+	snprintf(json, sizeof json, "{\"ok\":true,\"service\":\"%s\",\"action\":\"%s\"}\n", s->name, action);
+	done(arg, true, text, json);
+	return 0;
+}
+
+int dv_engine_down(struct dv_engine *e, const char *app_name, dv_engine_done_cb done, void *arg, char **err)
+{
+	struct app *a = app_pick(e, app_name, err);
+	if (!a)
+		return -1;
+	if (a->deploy) {
+		*err = dv_xasprintf("a deploy of %s is running; try again when it ends", a->name);
+		return -1;
+	}
+	unsigned n = 0;
+	for (size_t i = 0; i < a->nservices; i++) {
+		struct service *s = a->services[i];
+		s->stopped_by_user = true;
+		for (struct replica *r = s->active, *next; r; r = next) {
+			next = r->next;
+			replica_stop(r);
+			n++;
+		}
+	}
+	publish_routes(e);
+	event(e, a->name, "app.down", "every service stopped by the user");
+	char text[256], json[256];
+	snprintf(text, sizeof text, "%s: %u replica%s stopping; releases are kept ('davit deploy' or 'davit rollback' brings it back)\n",
+	         a->name, n, n == 1 ? "" : "s");
+	snprintf(json, sizeof json, "{\"ok\":true,\"app\":\"%s\",\"replicas_stopped\":%u}\n", a->name, n);
+	done(arg, true, text, json);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ reports */
+
+static void format_duration(char *buf, size_t size, uint64_t ms)
+{
+	uint64_t s = ms / 1000;
+	if (s < 60)
+		snprintf(buf, size, "%llus", (unsigned long long)s);
+	else if (s < 3600)
+		snprintf(buf, size, "%llum%02llus", (unsigned long long)(s / 60), (unsigned long long)(s % 60));
+	else
+		snprintf(buf, size, "%lluh%02llum", (unsigned long long)(s / 3600), (unsigned long long)(s / 60 % 60));
+}
+
+int dv_engine_ps(struct dv_engine *e, const char *app_name, bool json, struct dv_strbuf *out, char **err)
+{
+	struct dv_json j;
+	dv_json_init(&j, out);
+	if (app_name && *app_name && !app_find(e, app_name)) {
+		*err = dv_xasprintf("no app named '%s'", app_name);
+		return -1;
+	}
+	if (json) {
+		dv_json_object_begin(&j);
+		dv_json_key(&j, "apps");
+		dv_json_array_begin(&j);
+	} else {
+		dv_strbuf_printf(out, "%-10s %-12s %-4s %-8s %-11s %-6s %-8s %-9s %-8s %s\n", "APP", "SERVICE", "#", "RELEASE",
+		                 "STATE", "PORT", "PID", "UPTIME", "RESTARTS", "HEALTH");
+	}
+	int64_t now = unix_ms();
+	for (struct app *a = e->apps; a; a = a->next) {
+		if (app_name && *app_name && strcmp(a->name, app_name) != 0)
+			continue;
+		if (json) {
+			dv_json_object_begin(&j);
+			dv_json_key(&j, "name");
+			dv_json_string(&j, a->name);
+			dv_json_key(&j, "release");
+			dv_json_int(&j, a->release);
+			dv_json_key(&j, "deploying");
+			dv_json_bool(&j, a->deploy != NULL);
+			dv_json_key(&j, "services");
+			dv_json_array_begin(&j);
+		}
+		/* In start order, as the plan lists them. */
+		for (size_t k = 0; k < a->nservices; k++) {
+			struct service *s = NULL;
+			if (a->plan && k < a->plan->n)
+				s = service_find(a, a->plan->services[k].name);
+			if (!s)
+				s = a->services[k];
+			if (json) {
+				dv_json_object_begin(&j);
+				dv_json_key(&j, "name");
+				dv_json_string(&j, s->name);
+				dv_json_key(&j, "stopped");
+				dv_json_bool(&j, s->stopped_by_user);
+				dv_json_key(&j, "replicas");
+				dv_json_array_begin(&j);
+			}
+			struct replica *lists[3] = {s->active, s->pending, s->retired};
+			const char *roles[3] = {"active", "new", "old"};
+			bool any = false;
+			for (int l = 0; l < 3; l++) {
+				for (struct replica *r = lists[l]; r; r = r->next) {
+					any = true;
+					struct dv_replica_info info;
+					memset(&info, 0, sizeof info);
+					char *ierr = NULL;
+					if (r->rt)
+						dv_runtime_inspect(e->rt, r->rt, &info, &ierr);
+					free(ierr);
+					uint64_t up = r->state == R_EXITED || r->state == R_BACKOFF || !r->started_at
+					                  ? 0
+					                  : (uint64_t)(now - r->started_at);
+					if (json) {
+						dv_json_object_begin(&j);
+						dv_json_key(&j, "index");
+						dv_json_uint(&j, r->index);
+						dv_json_key(&j, "role");
+						dv_json_string(&j, roles[l]);
+						dv_json_key(&j, "release");
+						dv_json_int(&j, r->release);
+						dv_json_key(&j, "state");
+						dv_json_string(&j, replica_state_name(r));
+						dv_json_key(&j, "port");
+						dv_json_uint(&j, r->port);
+						dv_json_key(&j, "pid");
+						dv_json_int(&j, info.pid);
+						dv_json_key(&j, "uptime_ms");
+						dv_json_uint(&j, up);
+						dv_json_key(&j, "restarts");
+						dv_json_uint(&j, r->restarts);
+						dv_json_key(&j, "rss_bytes");
+						dv_json_uint(&j, info.rss_bytes);
+						dv_json_key(&j, "health");
+						dv_json_string(&j, r->last_health);
+						dv_json_object_end(&j);
+					} else {
+						char upbuf[32], rel[24];
+						format_duration(upbuf, sizeof upbuf, up);
+						snprintf(rel, sizeof rel, "%lld%s", (long long)r->release,
+						         l == 1 ? "(new)" : l == 2 ? "(old)" : "");
+						dv_strbuf_printf(out, "%-10s %-12s %-4u %-8s %-11s %-6u %-8d %-9s %-8u %s\n", a->name, s->name,
+						                 r->index, rel, replica_state_name(r), r->port, info.pid, up ? upbuf : "-",
+						                 r->restarts, r->last_health);
+					}
+				}
+			}
+			if (!any && !json)
+				dv_strbuf_printf(out, "%-10s %-12s %-4s %-8lld %-11s\n", a->name, s->name, "-", (long long)a->release,
+				                 "stopped");
+			if (json) {
+				dv_json_array_end(&j);
+				dv_json_object_end(&j);
+			}
+		}
+		if (json) {
+			dv_json_array_end(&j);
+			dv_json_object_end(&j);
+		}
+	}
+	if (json) {
+		dv_json_array_end(&j);
+		dv_json_object_end(&j);
+		dv_strbuf_puts(out, "\n");
+	} else if (!e->apps) {
+		dv_strbuf_puts(out, "(nothing deployed yet: 'davit up -f compose.yml')\n");
+	}
+	return 0;
+}
+
+int dv_engine_releases(struct dv_engine *e, const char *app_name, bool json, struct dv_strbuf *out, char **err)
+{
+	struct app *a = app_pick(e, app_name, err);
+	if (!a)
+		return -1;
+	struct dv_store_release *rels = NULL;
+	size_t n = 0;
+	if (dv_store_release_list(e->config.store, a->name, e->config.environment, 100, &rels, &n, err) != 0)
+		return -1;
+	struct dv_json j;
+	dv_json_init(&j, out);
+	if (json) {
+		dv_json_object_begin(&j);
+		dv_json_key(&j, "app");
+		dv_json_string(&j, a->name);
+		dv_json_key(&j, "current");
+		dv_json_int(&j, a->release);
+		dv_json_key(&j, "releases");
+		dv_json_array_begin(&j);
+	} else {
+		dv_strbuf_printf(out, "%-3s %-8s %-24s %-14s %s\n", "", "RELEASE", "CREATED", "HASH", "SOURCE");
+	}
+	for (size_t i = 0; i < n; i++) {
+		char when[32];
+		time_t t = (time_t)(rels[i].created_at / 1000);
+		struct tm tm;
+		gmtime_r(&t, &tm);
+		strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+		if (json) {
+			dv_json_object_begin(&j);
+			dv_json_key(&j, "release");
+			dv_json_int(&j, rels[i].id);
+			dv_json_key(&j, "current");
+			dv_json_bool(&j, rels[i].id == a->release);
+			dv_json_key(&j, "created_at");
+			dv_json_string(&j, when);
+			dv_json_key(&j, "hash");
+			dv_json_string(&j, rels[i].hash);
+			dv_json_key(&j, "source");
+			dv_json_string(&j, rels[i].source);
+			dv_json_object_end(&j);
+		} else {
+			dv_strbuf_printf(out, "%-3s %-8lld %-24s %-14.12s %s\n", rels[i].id == a->release ? "*" : "",
+			                 (long long)rels[i].id, when, rels[i].hash, rels[i].source ? rels[i].source : "");
+		}
+	}
+	if (json) {
+		dv_json_array_end(&j);
+		dv_json_object_end(&j);
+		dv_strbuf_puts(out, "\n");
+	}
+	dv_store_release_array_free(rels, n);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ logs */
+
+struct log_follow_entry {
+	struct replica *replica;
+	struct dv_log_follow *follow;
+};
+
+struct dv_engine_log_sub {
+	void (*line)(void *arg, const char *text, size_t len);
+	void *arg;
+	struct log_follow_entry *entries;
+	size_t n;
+};
+
+struct tail_ctx {
+	struct dv_engine_log_sub *sub;
+	struct replica *replica;
+};
+
+static void emit_line(void (*line)(void *, const char *, size_t), void *arg, struct replica *r,
+                      const struct dv_log_line *l)
+{
+	char stamp[40];
+	time_t t = (time_t)(l->time_ms / 1000);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	size_t n = strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(stamp + n, sizeof stamp - n, ".%03dZ", (int)(l->time_ms % 1000));
+	struct dv_strbuf b;
+	dv_strbuf_init(&b);
+	dv_strbuf_printf(&b, "%s %s#%u %s | ", stamp, r->svc->name, r->index, l->stream == DV_LOG_STREAM_STDERR ? "err" : "out");
+	dv_strbuf_append(&b, l->text, l->len);
+	dv_strbuf_puts(&b, "\n");
+	line(arg, b.data, b.len);
+	dv_strbuf_dispose(&b);
+}
+
+static void tail_cb(struct dv_replica *rep, const struct dv_log_line *l, void *arg)
+{
+	struct tail_ctx *c = arg;
+	if (l)
+		emit_line(c->sub->line, c->sub->arg, c->replica, l);
+}
+
+static void follow_cb(struct dv_replica *rep, const struct dv_log_line *l, void *arg)
+{
+	struct tail_ctx *c = arg;
+	if (l) {
+		emit_line(c->sub->line, c->sub->arg, c->replica, l);
+		return;
+	}
+	/* output ended: the subscription is gone */
+	for (size_t i = 0; i < c->sub->n; i++)
+		if (c->sub->entries[i].replica == c->replica)
+			c->sub->entries[i].follow = NULL;
+}
+
+struct dv_engine_log_sub *dv_engine_logs(struct dv_engine *e, const char *app_name, const char *service, unsigned tail,
+                                         bool follow, void (*line)(void *, const char *, size_t), void *arg,
+                                         char **err, int *rc)
+{
+	*rc = -1;
+	struct app *a = app_pick(e, app_name, err);
+	if (!a)
+		return NULL;
+	if (service && !service_find(a, service)) {
+		*err = dv_xasprintf("%s has no service '%s' (see 'davit ps')", a->name, service);
+		return NULL;
+	}
+	struct dv_engine_log_sub *sub = dv_xcalloc(1, sizeof *sub);
+	sub->line = line;
+	sub->arg = arg;
+	for (size_t i = 0; i < a->nservices; i++) {
+		struct service *s = a->services[i];
+		if (service && strcmp(s->name, service) != 0)
+			continue;
+		struct replica *lists[3] = {s->active, s->pending, s->retired};
+		for (int l = 0; l < 3; l++)
+			for (struct replica *r = lists[l]; r; r = r->next) {
+				if (!r->rt)
+					continue;
+				struct tail_ctx c = {sub, r};
+				dv_runtime_logs_tail(e->rt, r->rt, tail, tail_cb, &c);
+			}
+	}
+	*rc = 0;
+	if (!follow) {
+		free(sub);
+		return NULL;
+	}
+	/* Follow: one subscription per replica running now. */
+	for (size_t i = 0; i < a->nservices; i++) {
+		struct service *s = a->services[i];
+		if (service && strcmp(s->name, service) != 0)
+			continue;
+		for (struct replica *r = s->active; r; r = r->next) {
+			if (!r->rt)
+				continue;
+			sub->entries = dv_xrealloc(sub->entries, (sub->n + 1) * sizeof *sub->entries);
+			struct tail_ctx *c = dv_xmalloc(sizeof *c);
+			c->sub = sub;
+			c->replica = r;
+			sub->entries[sub->n].replica = r;
+			sub->entries[sub->n].follow = dv_runtime_logs_follow(e->rt, r->rt, follow_cb, c);
+			sub->n++;
+			/* the ctx is owned by the subscription list below */
+			sub->entries[sub->n - 1].replica = r;
+			(void)c;
+		}
+	}
+	return sub;
+}
+
+void dv_engine_logs_cancel(struct dv_engine *e, struct dv_engine_log_sub *sub)
+{
+	if (!sub)
+		return;
+	for (size_t i = 0; i < sub->n; i++)
+		if (sub->entries[i].follow)
+			dv_runtime_logs_unfollow(e->rt, sub->entries[i].follow);
+	free(sub->entries);
+	free(sub);
+}
