@@ -17,7 +17,10 @@ static const char usage_text[] =
 	"\n"
 	"  --state-dir DIR    state directory (default ./.davit or $DAVIT_STATE_DIR)\n"
 	"  --http ADDR:PORT   proxy listener (default 0.0.0.0:80 as root, 127.0.0.1:8080 otherwise)\n"
-	"  --workers N        proxy worker threads (default: number of CPUs)\n";
+	"  --workers N        proxy worker threads (default: number of CPUs)\n"
+	"  --health-timeout DUR   a new replica must pass its health check within this (default 60s)\n"
+	"  --drain-timeout DUR    in-flight requests of replaced replicas may take this long (default 30s)\n"
+	"  --deploy-timeout DUR   hard deadline of a whole deploy (default 15m)\n";
 
 int dv_cli_daemon(int argc, char **argv)
 {
@@ -38,6 +41,19 @@ int dv_cli_daemon(int argc, char **argv)
 				return 2;
 			}
 			o.workers = (unsigned)n;
+		} else if ((strcmp(a, "--health-timeout") == 0 || strcmp(a, "--drain-timeout") == 0 ||
+		            strcmp(a, "--deploy-timeout") == 0) && i + 1 < argc) {
+			uint64_t ms;
+			if (dv_parse_duration_ms(argv[++i], &ms) != 0 || ms == 0) {
+				fprintf(stderr, "davit daemon: %s takes a duration like 500ms, 30s or 2m\n", a);
+				return 2;
+			}
+			if (strcmp(a, "--health-timeout") == 0)
+				o.health_timeout_ms = ms;
+			else if (strcmp(a, "--drain-timeout") == 0)
+				o.drain_timeout_ms = ms;
+			else
+				o.deploy_timeout_ms = ms;
 		} else {
 			fprintf(stderr, "davit daemon: unknown option or missing value '%s' (see --help)\n", a);
 			return 2;

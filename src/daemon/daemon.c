@@ -323,6 +323,8 @@ int dv_daemon_run(const struct dv_daemon_options *o)
 	pc.listen = &listen_addr;
 	pc.nlisten = 1;
 	pc.workers = o->workers;
+	if (o->drain_timeout_ms)
+		pc.drain_timeout_ms = o->drain_timeout_ms;
 	char *access_log = dv_xasprintf("%s/access.log", log_dir);
 	pc.access_log_path = access_log;
 	d.proxy = dv_proxy_new(&pc, &err);
@@ -349,9 +351,9 @@ int dv_daemon_run(const struct dv_daemon_options *o)
 		.state_dir = o->state_dir,
 		.http_url = http_url,
 		.environment = "production",
-		.health_timeout_ms = 60000,
-		.drain_timeout_ms = 30000,
-		.deploy_timeout_ms = 15 * 60000,
+		.health_timeout_ms = o->health_timeout_ms ? o->health_timeout_ms : 60000,
+		.drain_timeout_ms = o->drain_timeout_ms ? o->drain_timeout_ms : 30000,
+		.deploy_timeout_ms = o->deploy_timeout_ms ? o->deploy_timeout_ms : 15 * 60000,
 		.port_base = 20000,
 	};
 	d.engine = dv_engine_new(&ec, &err);

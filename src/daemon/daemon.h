@@ -3,10 +3,15 @@
 #ifndef DV_DAEMON_DAEMON_H
 #define DV_DAEMON_DAEMON_H
 
+#include <stdint.h>
+
 struct dv_daemon_options {
 	const char *state_dir;  /* created if missing */
 	const char *http;       /* proxy listen address "ADDR:PORT" */
 	unsigned workers;       /* proxy workers, 0 = number of CPUs */
+	uint64_t health_timeout_ms;  /* 0: 60 s */
+	uint64_t drain_timeout_ms;   /* 0: 30 s */
+	uint64_t deploy_timeout_ms;  /* 0: 15 min */
 };
 
 /* Runs until SIGTERM/SIGINT or POST /v1/shutdown; returns the exit status.

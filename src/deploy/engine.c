@@ -69,6 +69,7 @@ struct service {
 	struct dv_plan_service *plan; /* owned by the app's plan (current or deploy's) */
 	struct replica *active, *pending, *retired;
 	bool stopped_by_user;
+	bool force_replace;   /* the next deploy replaces it even if unchanged (restart) */
 };
 
 struct deploy;
@@ -100,7 +101,7 @@ struct deploy {
 	struct service **added;      /* services the new release adds */
 	size_t nadded;
 	enum deploy_phase phase;
-	struct dv_timer health_timer, probe_timer, deadline_timer, drain_timer;
+	struct dv_timer health_timer, deadline_timer, drain_timer;
 	uint64_t drain_deadline;
 	dv_engine_done_cb done;
 	void *done_arg;
@@ -116,6 +117,7 @@ struct dv_engine {
 	struct app *apps;
 	uint16_t next_port;
 	bool shutting_down;
+	struct dv_timer probe_timer; /* fast probes of starting replicas */
 	void (*shutdown_done)(void *);
 	void *shutdown_arg;
 	struct dv_timer shutdown_check;
@@ -424,6 +426,29 @@ static void free_env(char **env)
 	free(env);
 }
 
+/* Replicas that are starting are probed often, so that they receive traffic
+ * (or a deploy switches to them) moments after they can serve, not a health
+ * interval later. Runs while any replica is starting. */
+static void fast_probe(struct dv_loop *loop, struct dv_timer *t)
+{
+	struct dv_engine *e = dv_container_of(t, struct dv_engine, probe_timer);
+	bool any = false;
+	for (struct app *a = e->apps; a; a = a->next)
+		for (size_t i = 0; i < a->nservices; i++) {
+			struct service *s = a->services[i];
+			struct replica *lists[2] = {s->active, s->pending};
+			for (int l = 0; l < 2; l++)
+				for (struct replica *r = lists[l]; r; r = r->next)
+					if (r->hc && !r->leaving &&
+					    (r->state == R_STARTING || (l == 1 && r->state == R_UNHEALTHY))) {
+						dv_health_check_now(r->hc);
+						any = true;
+					}
+		}
+	if (any)
+		dv_timer_set(loop, t, dv_loop_update_now(loop) + PROBE_FAST_MS);
+}
+
 static void start_health(struct replica *r)
 {
 	struct dv_engine *e = r->svc->app->engine;
@@ -470,8 +495,8 @@ static void start_health(struct replica *r)
 	spec.start_period_ms = p->health_start_period_ms;
 	r->hc = dv_health_start(e->config.loop, &spec, health_changed, r);
 	free_env(env);
-	if (r->hc)
-		dv_health_check_now(r->hc);
+	if (r->hc && !dv_timer_armed(&e->probe_timer))
+		dv_timer_set(e->config.loop, &e->probe_timer, loop_now(e) + PROBE_FAST_MS);
 }
 
 static int replica_spawn(struct replica *r, char **err)
@@ -752,7 +777,6 @@ static void deploy_free(struct deploy *d)
 {
 	struct dv_loop *loop = d->app->engine->config.loop;
 	dv_timer_cancel(loop, &d->health_timer);
-	dv_timer_cancel(loop, &d->probe_timer);
 	dv_timer_cancel(loop, &d->deadline_timer);
 	dv_timer_cancel(loop, &d->drain_timer);
 	dv_plan_free(d->plan);
@@ -960,19 +984,6 @@ static void deploy_health_timeout(struct dv_loop *loop, struct dv_timer *t)
 	dv_strbuf_dispose(&why);
 }
 
-static void deploy_probe(struct dv_loop *loop, struct dv_timer *t)
-{
-	struct deploy *d = dv_container_of(t, struct deploy, probe_timer);
-	if (d->phase != D_WAIT_HEALTHY || !d->current)
-		return;
-	/* New replicas are probed often while we wait: the switch then happens
-	 * moments after the first passing check, not an interval later. */
-	for (struct replica *r = d->current->pending; r; r = r->next)
-		if (r->hc && r->state != R_HEALTHY)
-			dv_health_check_now(r->hc);
-	dv_timer_set(loop, t, dv_loop_update_now(loop) + PROBE_FAST_MS);
-}
-
 static void deploy_deadline(struct dv_loop *loop, struct dv_timer *t)
 {
 	struct deploy *d = dv_container_of(t, struct deploy, deadline_timer);
@@ -1010,8 +1021,7 @@ static void deploy_step(struct deploy *d)
 			if (!all)
 				return;
 			dv_timer_cancel(loop, &d->health_timer);
-			dv_timer_cancel(loop, &d->probe_timer);
-			/* Keep the replaced pool so we can wait for its in-flight requests. */
+					/* Keep the replaced pool so we can wait for its in-flight requests. */
 			switch_service(d, s);
 			d->current = NULL;
 			d->phase = D_START_NEXT;
@@ -1024,7 +1034,7 @@ static void deploy_step(struct deploy *d)
 			struct dv_plan_service *p = &d->plan->services[d->next++];
 			struct service *s = service_find(a, p->name);
 			bool changed = !s || !s->plan || strcmp(s->plan->json, p->json) != 0 || !s->active ||
-			               s->stopped_by_user;
+			               s->stopped_by_user || s->force_replace;
 			if (!changed)
 				continue;
 			if (!s) {
@@ -1036,6 +1046,7 @@ static void deploy_step(struct deploy *d)
 			 * old replicas use the old one: they keep their pointer). */
 			s->plan = p;
 			s->stopped_by_user = false;
+			s->force_replace = false;
 			store_step(d, s->name, DV_STORE_STEP_STARTING, NULL);
 			char *err = NULL;
 			if (start_new_replicas(d, s, &err) != 0) {
@@ -1051,7 +1062,6 @@ static void deploy_step(struct deploy *d)
 			d->phase = D_WAIT_HEALTHY;
 			uint64_t now = dv_loop_update_now(loop);
 			dv_timer_set(loop, &d->health_timer, now + e->config.health_timeout_ms);
-			dv_timer_set(loop, &d->probe_timer, now + PROBE_FAST_MS);
 			break;
 		}
 		if (d->phase == D_WAIT_HEALTHY)
@@ -1178,7 +1188,6 @@ static int deploy_start(struct dv_engine *e, const char *app_name, int64_t relea
 	d->done_arg = arg;
 	d->rollback_of_release = is_rollback;
 	d->health_timer.cb = deploy_health_timeout;
-	d->probe_timer.cb = deploy_probe;
 	d->deadline_timer.cb = deploy_deadline;
 	d->drain_timer.cb = drain_poll;
 	dv_strbuf_init(&d->report);
@@ -1215,6 +1224,7 @@ struct dv_engine *dv_engine_new(const struct dv_engine_config *config, char **er
 		return NULL;
 	}
 	e->shutdown_check.cb = shutdown_check;
+	e->probe_timer.cb = fast_probe;
 	return e;
 }
 
@@ -1296,9 +1306,29 @@ void dv_engine_free(struct dv_engine *e)
 		free(a);
 	}
 	dv_timer_cancel(e->config.loop, &e->shutdown_check);
+	dv_timer_cancel(e->config.loop, &e->probe_timer);
 	if (e->rt)
 		dv_runtime_destroy(e->rt);
 	free(e);
+}
+
+/* True if the app's newest "app.down" event is newer than its newest deploy:
+ * 'davit down' must survive a daemon restart. */
+static bool app_was_downed(struct dv_engine *e, const char *name)
+{
+	int64_t ids[2] = {0, 0};
+	const char *kinds[2] = {"app.down", "deploy.started"};
+	for (int k = 0; k < 2; k++) {
+		struct dv_store_event_filter f = {.app = name, .kind = kinds[k], .limit = 1};
+		struct dv_store_event *ev = NULL;
+		size_t n = 0;
+		char *err = NULL;
+		if (dv_store_event_list(e->config.store, &f, &ev, &n, &err) == 0 && n > 0)
+			ids[k] = ev[0].id;
+		free(err);
+		dv_store_event_array_free(ev, n);
+	}
+	return ids[0] > ids[1];
 }
 
 /* Starts the serving release of an app (daemon start). */
@@ -1318,9 +1348,11 @@ static int app_start_current(struct dv_engine *e, const char *name, char **err)
 	struct app *a = app_get_or_create(e, name);
 	a->plan = plan;
 	a->release = rel->id;
+	bool down = app_was_downed(e, name);
 	for (size_t i = 0; i < plan->n; i++) {
 		struct service *s = service_add(a, plan->services[i].name, &plan->services[i]);
-		for (unsigned k = 0; k < s->plan->replicas; k++) {
+		s->stopped_by_user = down;
+		for (unsigned k = 0; k < s->plan->replicas && !down; k++) {
 			char *rerr = NULL;
 			struct replica *r = replica_new(s, k, a->release, &rerr);
 			if (!r) {
@@ -1360,9 +1392,20 @@ int dv_engine_recover(struct dv_engine *e, char **err)
 	for (size_t i = 0; i < nreps; i++) {
 		if (reps[i].pid > 0) {
 			char *kerr = NULL;
-			if (dv_process_reap_stale((int)reps[i].pid, reps[i].proc_start, &kerr) > 0)
+			uint64_t ticks;
+			int pid = (int)reps[i].pid;
+			if (dv_process_reap_stale(pid, reps[i].proc_start, &kerr) > 0) {
 				dv_log_info("engine", "stopped leftover replica %s/%s#%lld (pid %lld)", reps[i].app, reps[i].service,
 				            (long long)reps[i].index, (long long)reps[i].pid);
+			} else if ((dv_process_start_ticks(pid, &ticks) != 0 || ticks == reps[i].proc_start) &&
+			           kill(-pid, SIGKILL) == 0) {
+				/* The group leader (the shell) died with the old daemon (it may
+				 * linger as a zombie if init does not reap), but its children
+				 * live on in its process group. A pid is never reused while a
+				 * group of that id exists, so the group is ours. */
+				dv_log_info("engine", "stopped the leftover process group %d of %s/%s#%lld", pid, reps[i].app,
+				            reps[i].service, (long long)reps[i].index);
+			}
 			free(kerr);
 		}
 		char *derr = NULL;
@@ -1522,20 +1565,12 @@ int dv_engine_service_action(struct dv_engine *e, const char *app_name, const ch
 		if (strcmp(action, "start") == 0 && s->active) {
 			snprintf(text, sizeof text, "%s is already running\n", s->name);
 		} else {
-			struct replica *old = s->active;
-			s->active = NULL; /* counts as changed */
-			int rc = deploy_start(e, a->name, a->release, false, done, arg, err);
-			if (rc == 0 && a->deploy) {
-				/* The old replicas are retired by the switch: hand them over. */
-				s->active = old;
-				/* deploy_step already started new replicas into pending;
-				 * their switch retires `old`. */
-				return 0;
-			}
-			s->active = old;
-			if (rc != 0)
+			s->force_replace = true;
+			if (deploy_start(e, a->name, a->release, false, done, arg, err) != 0) {
+				s->force_replace = false;
 				return -1;
-			return 0; /* finished synchronously */
+			}
+			return 0; /* done reports the end */
 		}
 	} else {
 		*err = dv_xasprintf("unknown action '%s' (restart, stop or start)", action);

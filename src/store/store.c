@@ -52,7 +52,7 @@ struct dv_store {
 
 /* ---- errors ---------------------------------------------------------------- */
 
-static void set_errv(char **err, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void set_errv(char **err, const char *fmt, va_list ap)
 {
 	va_list copy;
 	int len;
@@ -769,6 +769,11 @@ int dv_store_open(const char *path, struct dv_store **out, char **err)
 		        sys ? strerror(sys) : s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(code));
 		goto out;
 	}
+	/* SQLite silently falls back to read-only when the file is not writable. */
+	if (sqlite3_db_readonly(s->db, "main") == 1) {
+		rc = fail(err, -EROFS, "the state database '%s' is read-only for this user: davit needs to write it", path);
+		goto out;
+	}
 	rc = configure(s, err);
 	if (rc == 0)
 		rc = migrate(s, err);
@@ -787,12 +792,8 @@ void dv_store_close(struct dv_store *store)
 		return;
 	for (size_t i = 0; i < store->n_cache; i++)
 		sqlite3_finalize(store->cache[i].stmt);
-	if (store->db) {
-		/* Cheap statistics upkeep, as SQLite recommends on close. */
-		sqlite3_exec(store->db, "PRAGMA optimize", NULL, NULL, NULL);
-		if (sqlite3_close(store->db) != SQLITE_OK)
-			dv_log_error("store", "%s: cannot close: %s", store->path, sqlite3_errmsg(store->db));
-	}
+	if (store->db && sqlite3_close(store->db) != SQLITE_OK)
+		dv_log_error("store", "%s: cannot close: %s", store->path, sqlite3_errmsg(store->db));
 	free(store->cache);
 	free(store->path);
 	free(store);
