@@ -108,6 +108,7 @@ struct deploy {
 	struct dv_strbuf report;     /* human lines */
 	char *failure;
 	bool rollback_of_release;    /* a rollback command (for the report) */
+	uint64_t last_healthy_ns;    /* when the current service's last new replica passed */
 	unsigned changed;
 };
 
@@ -711,8 +712,11 @@ static void health_changed(struct dv_health_check *check, enum dv_health_state s
 		publish_routes(a->engine); /* routed set changed */
 	if (r->state == R_UNHEALTHY && in_list(s->active, r))
 		event(a->engine, a->name, "replica.unhealthy", "%s#%u: %s", s->name, r->index, r->last_health);
-	if (a->deploy && a->deploy->current == s && a->deploy->phase == D_WAIT_HEALTHY)
+	if (a->deploy && a->deploy->current == s && a->deploy->phase == D_WAIT_HEALTHY) {
+		if (r->state == R_HEALTHY)
+			a->deploy->last_healthy_ns = dv_now_ns();
 		deploy_step(a->deploy);
+	}
 }
 
 /* ------------------------------------------------------------------ routes */
@@ -957,6 +961,11 @@ static void switch_service(struct deploy *d, struct service *s)
 		s->retired = r;
 	}
 	publish_routes(a->engine);
+	/* How long the switch took after the last new replica passed its
+	 * health check (bench/controlplane.sh reads this line). */
+	double switch_ms = d->last_healthy_ns ? (double)(dv_now_ns() - d->last_healthy_ns) / 1e6 : 0;
+	dv_log_info("engine", "%s/%s: traffic switched %.3f ms after the health check passed", a->name, s->name,
+	            switch_ms);
 	store_step(d, s->name, DV_STORE_STEP_DRAINING, NULL);
 	d->switched = dv_xrealloc(d->switched, (d->nswitched + 1) * sizeof *d->switched);
 	d->switched[d->nswitched++] = s;

@@ -92,6 +92,10 @@ struct proc_runtime {
 	struct dv_replica *replicas;
 	struct cgroup_cleanup *cleanups;
 	struct dv_timer cleanup_timer;
+	/* Removed replicas, freed after the current batch of events: an event of the
+	 * same epoll batch may still point into them. Linked through `next`. */
+	struct dv_replica *removed;
+	struct dv_timer free_timer;
 };
 
 /* What the child reports through the status pipe when it cannot exec. */
@@ -616,7 +620,7 @@ static int proc_start(struct dv_runtime *base, const struct dv_replica_spec *spe
 	struct dv_replica *r = NULL;
 	char *name = NULL, *exe = NULL, *leaf = NULL, *cg_err = NULL;
 	int out_pipe[2] = {-1, -1}, err_pipe[2] = {-1, -1}, status_pipe[2] = {-1, -1}, devnull = -1;
-	bool log_ready = false, forked = false;
+	bool forked = false;
 	int rc = -1;
 	char *shell_argv[4] = {"/bin/sh", "-c", NULL, NULL};
 	char *empty_env[] = {NULL};
@@ -670,7 +674,6 @@ static int proc_start(struct dv_runtime *base, const struct dv_replica_spec *spe
 	if (dv_replica_log_init(&r->log, r, spec->log_dir, spec->service, r->name, spec->log_max_bytes,
 	                        spec->log_max_files, rt->ring_lines, err) == -1)
 		goto out;
-	log_ready = true;
 
 	if (spec->memory_limit || spec->cpu_limit > 0) {
 		if (rt->no_cgroups) {
@@ -792,9 +795,7 @@ out:
 		}
 		dv_cgroup_close_fds(&r->cgroup);
 		dv_cgroup_remove(&r->cgroup);
-		if (log_ready)
-			dv_replica_log_dispose(&r->log);
-		replica_free(r);
+		replica_free(r); /* disposes the log if it was set up */
 	}
 	close_fd(&out_pipe[0]);
 	close_fd(&out_pipe[1]);
@@ -904,6 +905,20 @@ static void unlink_replica(struct proc_runtime *rt, struct dv_replica *r)
 	r->prev = r->next = NULL;
 }
 
+static void free_removed(struct proc_runtime *rt)
+{
+	while (rt->removed) {
+		struct dv_replica *r = rt->removed;
+		rt->removed = r->next;
+		replica_free(r);
+	}
+}
+
+static void free_timer_cb(struct dv_loop *loop, struct dv_timer *timer)
+{
+	free_removed(dv_container_of(timer, struct proc_runtime, free_timer));
+}
+
 static int proc_remove(struct dv_runtime *base, struct dv_replica *r, char **err)
 {
 	struct proc_runtime *rt = (struct proc_runtime *)base;
@@ -914,7 +929,12 @@ static int proc_remove(struct dv_runtime *base, struct dv_replica *r, char **err
 		return -1;
 	}
 	unlink_replica(rt, r);
-	replica_free(r);
+	/* Its fds are closed, but events already returned by this epoll_wait may
+	 * still name its dv_io: free it once the batch is over (timers run after it). */
+	r->next = rt->removed;
+	rt->removed = r;
+	if (!dv_timer_armed(&rt->free_timer))
+		dv_timer_set(rt->loop, &rt->free_timer, dv_loop_now(rt->loop));
 	return 0;
 }
 
@@ -951,6 +971,8 @@ static void proc_destroy(struct dv_runtime *base)
 		dv_cgroup_dispose(&c->cgroup);
 		free(c);
 	}
+	free_removed(rt);
+	dv_timer_cancel(rt->loop, &rt->free_timer);
 	dv_timer_cancel(rt->loop, &rt->cleanup_timer);
 	dv_timer_cancel(rt->loop, &rt->poll_timer);
 	if (rt->sigchld.fd != -1) {
@@ -995,6 +1017,7 @@ struct dv_runtime *dv_process_new(struct dv_loop *loop, const struct dv_process_
 	rt->sigchld.cb = sigchld_cb;
 	rt->poll_timer.cb = poll_timer_cb;
 	rt->cleanup_timer.cb = cleanup_timer_cb;
+	rt->free_timer.cb = free_timer_cb;
 
 	if (!o->use_sigchld) {
 		int probe = sys_pidfd_open(getpid());

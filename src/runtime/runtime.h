@@ -98,7 +98,7 @@ typedef void (*dv_log_line_cb)(struct dv_replica *replica, const struct dv_log_l
 
 struct dv_replica_info {
 	enum dv_replica_state state;
-	int pid;                  /* process (group leader) id; 0 if none */
+	int pid;                  /* process (group leader) id, kept after the exit; 0 if none */
 	uint64_t start_ticks;     /* /proc/<pid>/stat field 22: persist it with the pid */
 	int64_t started_at_ms;    /* Unix time, ms */
 	uint64_t uptime_ms;       /* until now, or until the exit */
@@ -201,8 +201,10 @@ static inline int dv_runtime_list(struct dv_runtime *rt, const struct dv_replica
 	return rt->driver->list(rt, known, n_known, found, n_found, err);
 }
 
-/* Frees an exited replica's handle (its log files stay). Returns -1 with *err
- * if the replica has not exited yet (stop it first). */
+/* Frees an exited replica's handle (its log files stay); the handle must not
+ * be used afterwards (the memory itself goes at the end of the loop
+ * iteration). Returns -1 with *err if the replica has not exited yet (stop it
+ * first). */
 static inline int dv_runtime_remove(struct dv_runtime *rt, struct dv_replica *replica, char **err)
 {
 	return rt->driver->remove(rt, replica, err);
