@@ -13,6 +13,8 @@ pkgs=(
   curl procps iproute2 util-linux       # tests and benchmarks: curl, ps, ss, taskset
   wrk nginx-light haproxy               # benchmarks (bench/): load generator and anchors
 )
+# The example stack (examples/penpal) runs on Node.js: any node on PATH will do.
+command -v node >/dev/null || pkgs+=(nodejs)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
