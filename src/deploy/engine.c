@@ -70,6 +70,11 @@ struct service {
 	struct replica *active, *pending, *retired;
 	bool stopped_by_user;
 	bool force_replace;   /* the next deploy replaces it even if unchanged (restart) */
+	/* Pools published for the active replicas since they became active (one
+	 * reference each): requests in flight on any of them are counted there,
+	 * so a switch waits on all of them before stopping the old replicas. */
+	struct dv_upstream_pool **pools;
+	size_t npools;
 };
 
 struct deploy;
@@ -665,6 +670,14 @@ static void replica_exited(struct dv_replica *handle, int status, void *arg)
 	}
 	if (was_routed)
 		publish_routes(e);
+	if (in_list(s->retired, r) || !s->plan) {
+		/* A replaced replica that died while draining: nothing to restart. */
+		forget_replica(r);
+		replica_list_remove(&s->retired, r);
+		replica_list_remove(&s->active, r);
+		replica_free(r);
+		return;
+	}
 	const struct dv_plan_service *p = s->plan;
 	bool failed = status == DV_REPLICA_STATUS_UNKNOWN || !WIFEXITED(status) || WEXITSTATUS(status) != 0;
 	bool restart = !s->stopped_by_user && !e->shutting_down &&
@@ -724,7 +737,7 @@ static void health_changed(struct dv_health_check *check, enum dv_health_state s
 static void add_service_routes(struct dv_route_table *t, struct service *s)
 {
 	const struct dv_plan_service *p = s->plan;
-	if (!p->port || s->stopped_by_user)
+	if (!p || !p->port || s->stopped_by_user)
 		return;
 	char name[256];
 	snprintf(name, sizeof name, "%s/%s", s->app->name, s->name);
@@ -763,7 +776,27 @@ static void add_service_routes(struct dv_route_table *t, struct service *s)
 	if (dv_route_table_add(t, local, "/", pool, &err) != 0)
 		dv_free(&err);
 	(void)any;
-	dv_upstream_pool_unref(pool);
+	/* Keep a reference (see struct service); forget older pools that have
+	 * nothing in flight: no new request can start on them. */
+	size_t k = 0;
+	for (size_t i = 0; i < s->npools; i++) {
+		if (atomic_load(&s->pools[i]->inflight) == 0)
+			dv_upstream_pool_unref(s->pools[i]);
+		else
+			s->pools[k++] = s->pools[i];
+	}
+	s->pools = dv_xrealloc(s->pools, (k + 1) * sizeof *s->pools);
+	s->pools[k++] = pool; /* our reference from dv_upstream_pool_new */
+	s->npools = k;
+}
+
+static void service_free(struct service *s)
+{
+	for (size_t i = 0; i < s->npools; i++)
+		dv_upstream_pool_unref(s->pools[i]);
+	free(s->pools);
+	free(s->name);
+	free(s);
 }
 
 static void publish_routes(struct dv_engine *e)
@@ -920,8 +953,7 @@ static void drain_poll(struct dv_loop *loop, struct dv_timer *t)
 					replica_stop(r);
 			}
 			if (!s->retired && !s->pending) {
-				free(s->name);
-				free(s);
+				service_free(s);
 				a->services[i] = a->services[--a->nservices];
 				continue;
 			}
@@ -954,6 +986,11 @@ static void switch_service(struct deploy *d, struct service *s)
 	struct replica *old = s->active;
 	s->active = s->pending;
 	s->pending = NULL;
+	/* The pools that routed to the old replicas drain from now on. */
+	a->draining = dv_xrealloc(a->draining, (a->ndraining + s->npools + 1) * sizeof *a->draining);
+	for (size_t i = 0; i < s->npools; i++)
+		a->draining[a->ndraining++] = s->pools[i];
+	s->npools = 0;
 	while (old) {
 		struct replica *r = old;
 		old = old->next;
@@ -1148,8 +1185,7 @@ static void deploy_fail(struct deploy *d, const char *why)
 	for (size_t i = 0; i < a->nservices;) {
 		struct service *s = a->services[i];
 		if (!s->plan && !s->active && !s->pending && !s->retired) {
-			free(s->name);
-			free(s);
+			service_free(s);
 			a->services[i] = a->services[--a->nservices];
 			continue;
 		}
@@ -1303,8 +1339,7 @@ void dv_engine_free(struct dv_engine *e)
 					replica_free(r);
 				}
 			}
-			free(s->name);
-			free(s);
+			service_free(s);
 		}
 		for (size_t i = 0; i < a->ndraining; i++)
 			dv_upstream_pool_unref(a->draining[i]);

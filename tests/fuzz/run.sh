@@ -42,9 +42,14 @@ for src in "${sources[@]}"; do
   echo "fuzz: building $name"
   # -fno-sanitize-recover: a UBSan report must stop the run like a crash,
   # instead of being printed and forgotten.
+  # Each target names the modules it needs on a "// fuzz-sources:" line
+  # (default: the HTTP parser) and libraries on "// fuzz-libs:".
+  mods=$(sed -n 's|^// fuzz-sources: *||p' "$src")
+  libs=$(sed -n 's|^// fuzz-libs: *||p' "$src")
+  # shellcheck disable=SC2086
   if ! clang -std=c17 -D_GNU_SOURCE -g -O1 -Isrc -fsanitize=fuzzer,address,undefined \
       -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
-      "$src" src/http/*.c -o "$bin"; then
+      "$src" ${mods:-src/http/*.c} -o "$bin" $libs; then
     echo "fuzz: $name: build failed" >&2
     status=1
     continue
