@@ -15,6 +15,7 @@
 struct dv_loop {
 	int epfd;
 	bool stopped;
+	bool no_wait;
 	uint64_t now;
 	struct dv_timer **heap; /* min-heap on key */
 	size_t heap_len, heap_cap;
@@ -228,6 +229,11 @@ void dv_loop_wake(struct dv_loop *loop)
 	}
 }
 
+void dv_loop_no_wait(struct dv_loop *loop)
+{
+	loop->no_wait = true;
+}
+
 void dv_loop_stop(struct dv_loop *loop)
 {
 	loop->stopped = true;
@@ -242,7 +248,9 @@ int dv_loop_run(struct dv_loop *loop, void (*before_wait)(struct dv_loop *, void
 			before_wait(loop, arg);
 		if (loop->stopped)
 			break;
-		int n = epoll_wait(loop->epfd, events, MAX_EVENTS, next_timeout(loop));
+		int timeout = loop->no_wait ? 0 : next_timeout(loop);
+		loop->no_wait = false;
+		int n = epoll_wait(loop->epfd, events, MAX_EVENTS, timeout);
 		loop->now = clock_ms();
 		if (n == -1 && errno != EINTR)
 			return -1;

@@ -53,6 +53,11 @@ void dv_loop_del(struct dv_loop *loop, struct dv_io *io);
 int dv_loop_run(struct dv_loop *loop, void (*before_wait)(struct dv_loop *loop, void *arg), void *arg);
 void dv_loop_stop(struct dv_loop *loop);
 
+/* Makes the next wait return at once (poll, do not sleep): for work that was
+ * cut short to be fair to other connections and must continue without a new
+ * event. Cleared after that wait. */
+void dv_loop_no_wait(struct dv_loop *loop);
+
 /* The loop's cached clock (ms, monotonic), refreshed after every wait. */
 uint64_t dv_loop_now(const struct dv_loop *loop);
 /* Refreshes the cached clock now and returns it. */

@@ -1196,7 +1196,7 @@ static void deploy_fail(struct deploy *d, const char *why)
 
 /* Starts a deploy of release `release` (already stored) of app `name`. */
 static int deploy_start(struct dv_engine *e, const char *app_name, int64_t release, bool is_rollback,
-                        dv_engine_done_cb done, void *arg, char **err)
+                        const char *warnings, dv_engine_done_cb done, void *arg, char **err)
 {
 	struct dv_store_release *rel = NULL;
 	struct dv_store_deployment *dep = NULL;
@@ -1236,6 +1236,8 @@ static int deploy_start(struct dv_engine *e, const char *app_name, int64_t relea
 	d->deadline_timer.cb = deploy_deadline;
 	d->drain_timer.cb = drain_poll;
 	dv_strbuf_init(&d->report);
+	if (warnings && *warnings)
+		dv_strbuf_puts(&d->report, warnings);
 	a->deploy = d;
 	char *terr = NULL;
 	if (dv_store_deployment_transition(e->config.store, d->id, DV_STORE_DEPLOY_RUNNING, NULL, deadline, NULL, &terr) != 0) {
@@ -1495,6 +1497,50 @@ out:
 	return rc;
 }
 
+/* Where service `name` is defined in a compose file: the line and column of
+ * its key under `services:` (a text scan; the loaded model keeps no positions).
+ * Returns 0, or -1 if not found. */
+static int find_service_key(const char *path, const char *name, unsigned *line_out, unsigned *col_out)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	char *line = NULL;
+	size_t cap = 0;
+	unsigned lineno = 0;
+	bool in_services = false;
+	int rc = -1;
+	size_t nlen = strlen(name);
+	while (getline(&line, &cap, f) != -1) {
+		lineno++;
+		if (strncmp(line, "services:", 9) == 0) {
+			in_services = true;
+			continue;
+		}
+		if (!in_services)
+			continue;
+		if (line[0] != ' ' && line[0] != '\t' && line[0] != '#' && line[0] != '\n' && line[0] != '\r')
+			in_services = false; /* another top-level key */
+		size_t ind = strspn(line, " \t");
+		const char *k = line + ind;
+		if (ind > 0 && (strncmp(k, name, nlen) == 0 && k[nlen] == ':')) {
+			*line_out = lineno;
+			*col_out = (unsigned)ind + 1;
+			rc = 0;
+			break;
+		}
+		if (ind > 0 && (k[0] == '"' || k[0] == '\'') && strncmp(k + 1, name, nlen) == 0 && k[nlen + 1] == k[0]) {
+			*line_out = lineno;
+			*col_out = (unsigned)ind + 1;
+			rc = 0;
+			break;
+		}
+	}
+	free(line);
+	fclose(f);
+	return rc;
+}
+
 int dv_engine_deploy_file(struct dv_engine *e, const char *path, const char *const *env_list,
                           dv_engine_done_cb done, void *arg, char **err)
 {
@@ -1523,7 +1569,11 @@ int dv_engine_deploy_file(struct dv_engine *e, const char *path, const char *con
 		goto out;
 	for (size_t i = 0; i < plan->n; i++) {
 		if (plan->services[i].unsupported) {
-			*err = dv_xasprintf("%s: %s", path, plan->services[i].unsupported);
+			unsigned line = 0, col = 0;
+			if (find_service_key(path, plan->services[i].name, &line, &col) == 0)
+				*err = dv_xasprintf("%s:%u:%u: %s", path, line, col, plan->services[i].unsupported);
+			else
+				*err = dv_xasprintf("%s: %s", path, plan->services[i].unsupported);
 			dv_plan_free(plan);
 			goto out;
 		}
@@ -1537,7 +1587,12 @@ int dv_engine_deploy_file(struct dv_engine *e, const char *path, const char *con
 	struct dv_store_release_spec spec = {.hash = hash, .compose_json = json, .source = path};
 	if (dv_store_release_create(e->config.store, project->name, e->config.environment, &spec, &rel, NULL, err) != 0)
 		goto out;
-	rc = deploy_start(e, project->name, rel->id, false, done, arg, err);
+	struct dv_strbuf warn;
+	dv_strbuf_init(&warn);
+	for (size_t i = 0; i < project->n_warnings; i++)
+		dv_strbuf_printf(&warn, "warning: %s\n", project->warnings[i]);
+	rc = deploy_start(e, project->name, rel->id, false, warn.data, done, arg, err);
+	dv_strbuf_dispose(&warn);
 out:
 	dv_compose_project_free(project);
 	dv_store_release_free(rel);
@@ -1568,7 +1623,7 @@ int dv_engine_rollback(struct dv_engine *e, const char *app_name, int64_t releas
 			return -1;
 		}
 	}
-	return deploy_start(e, a->name, release, true, done, arg, err);
+	return deploy_start(e, a->name, release, true, NULL, done, arg, err);
 }
 
 struct restart_op {
@@ -1610,7 +1665,7 @@ int dv_engine_service_action(struct dv_engine *e, const char *app_name, const ch
 			snprintf(text, sizeof text, "%s is already running\n", s->name);
 		} else {
 			s->force_replace = true;
-			if (deploy_start(e, a->name, a->release, false, done, arg, err) != 0) {
+			if (deploy_start(e, a->name, a->release, false, NULL, done, arg, err) != 0) {
 				s->force_replace = false;
 				return -1;
 			}

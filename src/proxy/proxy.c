@@ -97,6 +97,8 @@ struct session {
 	struct dv_timer timer;
 	struct session *next, *prev; /* worker's list of sessions */
 	struct session *free_next;
+	struct session *runq_next;   /* in the worker's run queue (in_runq) */
+	bool in_runq;
 	struct dv_sockaddr peer;
 	struct buf in, out;
 	enum session_state state;
@@ -149,6 +151,7 @@ struct worker {
 	size_t nbuf_cache;
 	struct session *free_sessions;
 	struct upconn *free_upconns;
+	struct session *runq;        /* sessions whose pump was cut short */
 	struct dv_timer housekeeping;
 	bool stopping, hard_stop;
 	uint64_t stop_deadline;
@@ -1215,19 +1218,31 @@ static void session_connect_failed(struct session *s, bool timed_out)
 	session_connect(s);
 }
 
-/* The upstream connection broke before a response head arrived. */
+/* The upstream connection broke before a response head arrived. An
+ * idempotent request without a body is safe to send again (RFC 9110 9.2.2):
+ * on a new connection to the same replica when a reused keep-alive
+ * connection was closed under us (the stale-connection race), else on
+ * another replica (a replica that died mid-request). Anything else: 502. */
 static void session_upstream_broke(struct session *s)
 {
-	bool retry = s->up_reused && s->up && buf_len(&s->up->in) == 0 && s->idempotent &&
-	             s->req.framing == DV_HTTP1_BODY_NONE && !s->tunnel;
+	bool retryable = s->up && !s->resp_head_done && s->idempotent && s->req.framing == DV_HTTP1_BODY_NONE &&
+	                 !s->tunnel;
+	bool stale = retryable && s->up_reused && buf_len(&s->up->in) == 0;
 	session_detach_upstream(s, false);
-	if (retry && s->backend) {
-		/* The stale keep-alive race: the server closed an idle connection
-		 * as we reused it. Nothing was processed; resend on a new one. */
+	if (stale && s->backend) {
 		s->req_head_sent = 0;
 		s->up_reused = false;
 		if (session_connect_backend(s, s->backend, false))
 			return;
+	}
+	if (retryable) {
+		s->req_head_sent = 0;
+		s->req_done_ms = 0;
+		dv_log_debug("proxy", "%s closed the connection mid-request; retrying on another replica",
+		             s->backend ? s->backend->label : "?");
+		s->state = S_CONNECTING;
+		session_connect(s);
+		return;
 	}
 	session_fail(s, 502, "the upstream closed the connection without a response");
 }
@@ -1618,10 +1633,17 @@ static bool pump_linger(struct session *s)
 	return false;
 }
 
+/* Moves bytes and state as far as possible. A session that keeps making
+ * progress (a fast stream in both directions) is cut after PUMP_BUDGET rounds
+ * so that the worker's other connections get their turn; it goes on the run
+ * queue and continues before the next wait, since with edge-triggered sockets
+ * no new event would come for data that is already there. */
+#define PUMP_BUDGET 32
 static void session_pump(struct session *s)
 {
-	for (int guard = 0; !s->closed && guard < 64; guard++) {
-		bool progress = false;
+	bool progress = false;
+	for (int round = 0; !s->closed && round < PUMP_BUDGET; round++) {
+		progress = false;
 		switch (s->state) {
 		case S_IDLE: progress = pump_idle(s); break;
 		case S_CONNECTING: progress = pump_connecting(s); break;
@@ -1632,8 +1654,15 @@ static void session_pump(struct session *s)
 		if (!progress)
 			break;
 	}
-	if (!s->closed)
-		session_arm_timer(s);
+	if (s->closed)
+		return;
+	if (progress && !s->in_runq) {
+		s->in_runq = true;
+		s->runq_next = s->w->runq;
+		s->w->runq = s;
+		dv_loop_no_wait(s->w->loop);
+	}
+	session_arm_timer(s);
 }
 
 static void session_timeout(struct dv_loop *loop, struct dv_timer *t)
@@ -1807,9 +1836,24 @@ static void worker_check_stop(struct worker *w)
 		dv_loop_stop(w->loop);
 }
 
+static void worker_run_queue(struct worker *w)
+{
+	struct session *q = w->runq;
+	w->runq = NULL;
+	while (q) {
+		struct session *s = q;
+		q = q->runq_next;
+		s->in_runq = false;
+		s->runq_next = NULL;
+		if (!s->closed)
+			session_pump(s); /* may queue it again */
+	}
+}
+
 static void worker_before_wait(struct dv_loop *loop, void *arg)
 {
 	struct worker *w = arg;
+	worker_run_queue(w);
 	worker_free_deferred(w);
 	worker_sync_table(w);
 	if (atomic_load_explicit(&w->proxy->stop_mode, memory_order_relaxed) || w->stopping)

@@ -221,6 +221,14 @@ def upstream():
 
 
 @pytest.fixture
+def davit_bin():
+    """Path of the davit binary under test (env DAVIT_BIN)."""
+    if not os.path.exists(DAVIT_BIN):
+        pytest.fail(f"davit binary not found at {DAVIT_BIN}: build it with `make` in /work/main (or set DAVIT_BIN)")
+    return DAVIT_BIN
+
+
+@pytest.fixture
 def routes_file(tmp_path):
     path = tmp_path / "routes.txt"
 

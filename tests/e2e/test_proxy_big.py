@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from rawhttp import Client, build_request, get
+from rawhttp import Client, Timeout, build_request, get
 from upstreams import pattern_chunks, pattern_sha256, route
 
 N = 1 << 30
@@ -96,9 +96,13 @@ def test_1gib_upload(start_proxy, upstream):
             try:
                 c.sock.sendall(chunk)
             except TimeoutError:
-                pytest.fail(f"upload stalled: the proxy accepted nothing for {SILENCE}s after {sent} of {N} bytes")
+                pytest.fail(f"upload stalled: the proxy accepted nothing for {SILENCE}s after {sent} of {N} bytes "
+                            f"(upstream received {a.body_bytes})")
             sent += len(chunk)
-        r = c.read_response(timeout=max(1, TIME_LIMIT - (time.monotonic() - t0)))
+        try:
+            r = c.read_response(timeout=max(1, TIME_LIMIT - (time.monotonic() - t0)))
+        except Timeout as e:
+            pytest.fail(f"upload stalled: client sent all {N} bytes, upstream received {a.body_bytes}: {e}")
     elapsed = time.monotonic() - t0
     assert r.status == 200, r
     d = r.json()
@@ -154,6 +158,8 @@ def test_backpressure_stalled_upstream_upload(start_proxy, upstream):
     err = []
 
     with RssSampler(p) as rss, Client(p.port, timeout=TIME_LIMIT) as c:
+        c.silence = SILENCE
+
         def push():
             try:
                 c.sock.sendall(build_request("POST", "/pause-upload/1.5", headers=[("Content-Length", str(n))]))
@@ -166,7 +172,11 @@ def test_backpressure_stalled_upstream_upload(start_proxy, upstream):
         t.start()
         a.wait_inflight("/pause-upload/1.5", 5)
         # the sampler watches the proxy while the upstream pauses, then reads
-        r = c.read_response(timeout=TIME_LIMIT)
+        try:
+            r = c.read_response(timeout=TIME_LIMIT)
+        except Timeout as e:
+            pytest.fail(f"upload stalled: client sent {sent[0]} of {n} body bytes, upstream received "
+                        f"{a.body_bytes}: {e}")
         t.join(TIME_LIMIT)
     assert not err, err
     assert r.status == 200 and r.json()["body_len"] == n and r.json()["body_sha256"] == want

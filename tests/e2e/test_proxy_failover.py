@@ -164,11 +164,24 @@ def test_request_with_body_not_retried(start_proxy, upstream):
     assert not [q for q in a.requests if q.path == "/no-retry"], "a POST was sent twice"
 
 
-def test_request_on_fresh_connection_not_retried(start_proxy, upstream):
-    """Sent on a new upstream connection (not a reused one): never retried,
-    even though GET is idempotent; the second replica must not see it."""
+def test_idempotent_request_retried_on_another_replica(start_proxy, upstream):
+    """A GET without a body whose upstream connection breaks before any
+    response (a replica killed mid-request) is sent to another replica once;
+    each replica sees it at most once, and when every replica drops it the
+    client gets 502. (docs/proxy.md, Behaviour: replica failure)"""
     a, b = upstream("a"), upstream("b")
     p = start_proxy(routes=[route("app.test", a, b)], workers=1)
-    r = get(p.port, "/drop")  # the first request: no pooled connection exists
+    r = get(p.port, "/drop")  # both replicas drop /drop: tried on each, then 502
+    assert r.status == 502, r
+    assert sorted(x[0] for x in a.dropped + b.dropped) == ["GET", "GET"], (a.dropped, b.dropped)
+    assert len(a.dropped) == 1 and len(b.dropped) == 1, (a.dropped, b.dropped)
+
+
+def test_post_on_fresh_connection_not_retried(start_proxy, upstream):
+    """A request with a body is never sent twice, even to another replica."""
+    a, b = upstream("a"), upstream("b")
+    p = start_proxy(routes=[route("app.test", a, b)], workers=1)
+    with Client(p.port) as c:
+        r = c.request("POST", "/drop", body=b"once")
     assert r.status == 502, r
     assert len(a.dropped) + len(b.dropped) == 1, (a.dropped, b.dropped)

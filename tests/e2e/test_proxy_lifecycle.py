@@ -8,7 +8,6 @@ import time
 
 from rawhttp import Client, build_request, get
 from upstreams import route, wait_until
-from conftest import DAVIT_BIN
 
 
 def test_startup_message(start_proxy, upstream):
@@ -27,19 +26,19 @@ def test_default_workers_is_number_of_cores(start_proxy, upstream):
     wait_until(lambda: any(w in p.stderr() for w in wants), 5, what=f"one of {wants} on stderr")
 
 
-def run_expecting_failure(args, tmp_path, timeout=10):
+def run_expecting_failure(davit_bin, args, tmp_path, timeout=10):
     try:
-        cp = subprocess.run([DAVIT_BIN, "proxy", "--access-log", "off"] + args, cwd=tmp_path,
+        cp = subprocess.run([davit_bin, "proxy", "--access-log", "off"] + args, cwd=tmp_path,
                             stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise AssertionError(f"davit proxy {args} kept running (expected it to refuse the configuration)")
     return cp
 
 
-def test_bad_routes_file_at_start_names_file_and_line(tmp_path, routes_file):
+def test_bad_routes_file_at_start_names_file_and_line(davit_bin, tmp_path, routes_file):
     from upstreams import free_port
     f = routes_file("# routes\napp.test=127.0.0.1:1\nbad.test=127.0.0.1\n")
-    cp = run_expecting_failure(["--listen", f"127.0.0.1:{free_port()}", "--routes", str(f)], tmp_path)
+    cp = run_expecting_failure(davit_bin, ["--listen", f"127.0.0.1:{free_port()}", "--routes", str(f)], tmp_path)
     err = cp.stderr.decode(errors="replace")
     assert cp.returncode != 0
     assert f"{f.name}:3" in err, f"error does not name {f.name}:3: {err!r}"
@@ -49,10 +48,10 @@ def test_bad_routes_file_at_start_names_file_and_line(tmp_path, routes_file):
     assert "(expected ADDR:PORT)" in err, err
 
 
-def test_bad_route_spec_refused(tmp_path):
+def test_bad_route_spec_refused(davit_bin, tmp_path):
     from upstreams import free_port
     for spec in ["app.test", "app.test=", "app.test=127.0.0.1", "app.test=127.0.0.1:notaport", "=127.0.0.1:80"]:
-        cp = run_expecting_failure(["--listen", f"127.0.0.1:{free_port()}", "--route", spec], tmp_path)
+        cp = run_expecting_failure(davit_bin, ["--listen", f"127.0.0.1:{free_port()}", "--route", spec], tmp_path)
         assert cp.returncode != 0, f"--route {spec!r} was accepted"
         assert cp.stderr.strip(), f"--route {spec!r} refused without a message"
 
@@ -128,11 +127,11 @@ def test_duration_formats(start_proxy, upstream):
     assert r.status == 504 and time.monotonic() - t0 < 2.5, "--response-timeout 1 is not one second"
 
 
-def test_bad_option_values_refused(tmp_path):
+def test_bad_option_values_refused(davit_bin, tmp_path):
     from upstreams import free_port
     for args in [["--read-timeout", "5x"], ["--balance", "random"], ["--workers", "many"],
                  ["--trusted-proxy", "not-a-cidr"], ["--no-such-option"]]:
-        cp = run_expecting_failure(["--listen", f"127.0.0.1:{free_port()}", "--route", "app.test=127.0.0.1:1"] + args,
+        cp = run_expecting_failure(davit_bin, ["--listen", f"127.0.0.1:{free_port()}", "--route", "app.test=127.0.0.1:1"] + args,
                                    tmp_path)
         assert cp.returncode != 0, f"{args} was accepted"
         assert cp.stderr.strip(), f"{args} refused without a message"

@@ -376,6 +376,7 @@ class Upstream:
         self.bad_requests = []
         self.dropped = []  # requests taken and dropped without an answer (see /arm-drop, /drop)
         self.inflight = 0
+        self.body_bytes = 0  # request body bytes received so far (all requests)
         self.active = []  # targets of the requests being handled now
         self.open_conns = set()
         self.stopping = threading.Event()
@@ -523,7 +524,7 @@ class Upstream:
 
         if len(parts) >= 3 and parts[1] == "pause-upload":
             self._sleep(float(parts[2]))  # let the client's body pile up before reading it
-        body = read_body(conn, headers)
+        body = read_body(conn, headers, on_data=self._count_body)
         if getattr(conn, "drop_next", False):
             # armed by /arm-drop: take this request and close without answering
             with self.lock:
@@ -654,6 +655,9 @@ class Upstream:
             out += "Connection: close\r\n"
         s.sendall(out.encode() + b"\r\n" + (payload if method != "HEAD" else b""))
         return keep
+
+    def _count_body(self, data):
+        self.body_bytes += len(data)  # only this connection's thread writes while a body streams
 
     def _record(self, method, target, version, headers, body, conn_no, seq):
         req = Request(method, target, version, headers, body, conn_no, seq)
