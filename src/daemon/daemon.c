@@ -208,25 +208,26 @@ static void handle_api(struct dv_api_request *req, void *arg)
 		if (tail && *tail && dv_parse_uint(tail, 100000, &n) != 0)
 			n = 100;
 		bool follow = dv_api_query_flag(req, "follow");
-		struct log_stream *ls = dv_xcalloc(1, sizeof *ls);
-		ls->req = req;
-		ls->engine = d->engine;
 		int rc = 0;
-		dv_api_stream_begin(req, 200, "text/plain; charset=utf-8");
-		ls->sub = dv_engine_logs(d->engine, app, service && *service ? service : NULL, (unsigned)n, follow,
-		                         log_line, ls, &err, &rc);
+		/* Check the app and service before answering 200 and streaming. */
+		dv_engine_logs(d->engine, app, service && *service ? service : NULL, 0, false, json, log_line, NULL, &err, &rc);
 		if (rc != 0) {
-			char *msg = dv_xasprintf("davit: %s\n", err);
-			dv_api_stream_write(req, msg, strlen(msg));
-			free(msg);
-		}
-		if (!follow || rc != 0 || !ls->sub) {
-			if (ls->sub)
-				dv_engine_logs_cancel(d->engine, ls->sub);
-			dv_api_stream_end(req);
-			free(ls);
+			dv_api_respond_error(req, 404, err);
 		} else {
-			dv_api_on_close(req, log_stream_closed, ls);
+			struct log_stream *ls = dv_xcalloc(1, sizeof *ls);
+			ls->req = req;
+			ls->engine = d->engine;
+			dv_api_stream_begin(req, 200, json ? "application/x-ndjson" : "text/plain; charset=utf-8");
+			ls->sub = dv_engine_logs(d->engine, app, service && *service ? service : NULL, (unsigned)n, follow, json,
+			                         log_line, ls, &err, &rc);
+			if (!follow || !ls->sub) {
+				if (ls->sub)
+					dv_engine_logs_cancel(d->engine, ls->sub);
+				dv_api_stream_end(req);
+				free(ls);
+			} else {
+				dv_api_on_close(req, log_stream_closed, ls);
+			}
 		}
 		free(err);
 		free(service);

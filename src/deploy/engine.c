@@ -1262,9 +1262,12 @@ struct dv_engine *dv_engine_new(const struct dv_engine_config *config, char **er
 {
 	struct dv_engine *e = dv_xcalloc(1, sizeof *e);
 	e->config = *config;
-	e->next_port = config->port_base ? config->port_base : 20000;
 	if (!e->config.port_base)
 		e->config.port_base = 20000;
+	/* Start at a point that depends on the pid, so that several daemons on
+	 * one machine (tests, a staging daemon) rarely pick the same port at the
+	 * same moment (each port is checked free, but only just before use). */
+	e->next_port = (uint16_t)(e->config.port_base + (unsigned)getpid() * 37u % 20000u);
 	e->rt = dv_process_new(config->loop, NULL, err);
 	if (!e->rt) {
 		free(e);
@@ -1377,6 +1380,34 @@ static bool app_was_downed(struct dv_engine *e, const char *name)
 	return ids[0] > ids[1];
 }
 
+/* The id of the newest event of `kind` for `app` whose message starts with
+ * "SERVICE " (service NULL: any message); 0 if none. */
+static int64_t newest_event(struct dv_engine *e, const char *app, const char *kind, const char *service)
+{
+	struct dv_store_event_filter f = {.app = app, .kind = kind, .limit = service ? 500 : 1};
+	struct dv_store_event *ev = NULL;
+	size_t n = 0;
+	char *err = NULL;
+	int64_t id = 0;
+	if (dv_store_event_list(e->config.store, &f, &ev, &n, &err) == 0) {
+		size_t sl = service ? strlen(service) : 0;
+		for (size_t i = 0; i < n && !id; i++)
+			if (!service || (strncmp(ev[i].message, service, sl) == 0 && ev[i].message[sl] == ' '))
+				id = ev[i].id;
+	}
+	free(err);
+	dv_store_event_array_free(ev, n);
+	return id;
+}
+
+/* True if 'davit stop SERVICE' is the last word about the service: a stopped
+ * service stays stopped across a daemon restart until a start or a deploy. */
+static bool service_was_stopped(struct dv_engine *e, const char *app, const char *service)
+{
+	int64_t stopped = newest_event(e, app, "service.stopped", service);
+	return stopped && stopped > newest_event(e, app, "deploy.started", NULL);
+}
+
 /* Starts the serving release of an app (daemon start). */
 static int app_start_current(struct dv_engine *e, const char *name, char **err)
 {
@@ -1397,8 +1428,8 @@ static int app_start_current(struct dv_engine *e, const char *name, char **err)
 	bool down = app_was_downed(e, name);
 	for (size_t i = 0; i < plan->n; i++) {
 		struct service *s = service_add(a, plan->services[i].name, &plan->services[i]);
-		s->stopped_by_user = down;
-		for (unsigned k = 0; k < s->plan->replicas && !down; k++) {
+		s->stopped_by_user = down || service_was_stopped(e, name, s->name);
+		for (unsigned k = 0; k < s->plan->replicas && !s->stopped_by_user; k++) {
 			char *rerr = NULL;
 			struct replica *r = replica_new(s, k, a->release, &rerr);
 			if (!r) {
@@ -1906,6 +1937,7 @@ struct log_follow_entry {
 struct dv_engine_log_sub {
 	void (*line)(void *arg, const char *text, size_t len);
 	void *arg;
+	bool json;
 	struct log_follow_entry *entries;
 	size_t n;
 };
@@ -1915,7 +1947,7 @@ struct tail_ctx {
 	struct replica *replica;
 };
 
-static void emit_line(void (*line)(void *, const char *, size_t), void *arg, struct replica *r,
+static void emit_line(void (*line)(void *, const char *, size_t), void *arg, bool json, struct replica *r,
                       const struct dv_log_line *l)
 {
 	char stamp[40];
@@ -1926,8 +1958,31 @@ static void emit_line(void (*line)(void *, const char *, size_t), void *arg, str
 	snprintf(stamp + n, sizeof stamp - n, ".%03dZ", (int)(l->time_ms % 1000));
 	struct dv_strbuf b;
 	dv_strbuf_init(&b);
-	dv_strbuf_printf(&b, "%s %s#%u %s | ", stamp, r->svc->name, r->index, l->stream == DV_LOG_STREAM_STDERR ? "err" : "out");
-	dv_strbuf_append(&b, l->text, l->len);
+	const char *stream = l->stream == DV_LOG_STREAM_STDERR ? "stderr" : "stdout";
+	if (json) {
+		/* One JSON object per line (JSON Lines), for scripts. */
+		struct dv_json j;
+		dv_json_init(&j, &b);
+		dv_json_object_begin(&j);
+		dv_json_key(&j, "time");
+		dv_json_string(&j, stamp);
+		dv_json_key(&j, "app");
+		dv_json_string(&j, r->svc->app->name);
+		dv_json_key(&j, "service");
+		dv_json_string(&j, r->svc->name);
+		dv_json_key(&j, "replica");
+		dv_json_uint(&j, r->index);
+		dv_json_key(&j, "release");
+		dv_json_int(&j, r->release);
+		dv_json_key(&j, "stream");
+		dv_json_string(&j, stream);
+		dv_json_key(&j, "line");
+		dv_json_string_n(&j, l->text, l->len);
+		dv_json_object_end(&j);
+	} else {
+		dv_strbuf_printf(&b, "%s %s#%u %s | ", stamp, r->svc->name, r->index, stream + 3);
+		dv_strbuf_append(&b, l->text, l->len);
+	}
 	dv_strbuf_puts(&b, "\n");
 	line(arg, b.data, b.len);
 	dv_strbuf_dispose(&b);
@@ -1937,14 +1992,14 @@ static void tail_cb(struct dv_replica *rep, const struct dv_log_line *l, void *a
 {
 	struct tail_ctx *c = arg;
 	if (l)
-		emit_line(c->sub->line, c->sub->arg, c->replica, l);
+		emit_line(c->sub->line, c->sub->arg, c->sub->json, c->replica, l);
 }
 
 static void follow_cb(struct dv_replica *rep, const struct dv_log_line *l, void *arg)
 {
 	struct tail_ctx *c = arg;
 	if (l) {
-		emit_line(c->sub->line, c->sub->arg, c->replica, l);
+		emit_line(c->sub->line, c->sub->arg, c->sub->json, c->replica, l);
 		return;
 	}
 	/* output ended: the subscription is gone */
@@ -1954,7 +2009,7 @@ static void follow_cb(struct dv_replica *rep, const struct dv_log_line *l, void 
 }
 
 struct dv_engine_log_sub *dv_engine_logs(struct dv_engine *e, const char *app_name, const char *service, unsigned tail,
-                                         bool follow, void (*line)(void *, const char *, size_t), void *arg,
+                                         bool follow, bool json, void (*line)(void *, const char *, size_t), void *arg,
                                          char **err, int *rc)
 {
 	*rc = -1;
@@ -1968,6 +2023,13 @@ struct dv_engine_log_sub *dv_engine_logs(struct dv_engine *e, const char *app_na
 	struct dv_engine_log_sub *sub = dv_xcalloc(1, sizeof *sub);
 	sub->line = line;
 	sub->arg = arg;
+	sub->json = json;
+	if (tail == 0 && !follow) {
+		/* a check only (the API validates before it starts streaming) */
+		free(sub);
+		*rc = 0;
+		return NULL;
+	}
 	for (size_t i = 0; i < a->nservices; i++) {
 		struct service *s = a->services[i];
 		if (service && strcmp(s->name, service) != 0)

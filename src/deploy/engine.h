@@ -90,10 +90,12 @@ int dv_engine_releases(struct dv_engine *engine, const char *app, bool json, str
 
 /* Logs: the last `tail` lines of a service's replicas (service NULL: every
  * service), then, if follow, every new line through `line` until the returned
- * subscription is cancelled. Returns a subscription (follow) or NULL. */
+ * subscription is cancelled. Returns a subscription (follow) or NULL; *rc is
+ * 0, or -1 with *err for an unknown app or service (tail 0 without follow
+ * only checks that). json: one JSON object per line. */
 struct dv_engine_log_sub;
 struct dv_engine_log_sub *dv_engine_logs(struct dv_engine *engine, const char *app, const char *service,
-                                         unsigned tail, bool follow,
+                                         unsigned tail, bool follow, bool json,
                                          void (*line)(void *arg, const char *text, size_t len), void *arg,
                                          char **err, int *rc);
 void dv_engine_logs_cancel(struct dv_engine *engine, struct dv_engine_log_sub *sub);
