@@ -1929,9 +1929,12 @@ int dv_engine_releases(struct dv_engine *e, const char *app_name, bool json, str
 
 /* ------------------------------------------------------------------ logs */
 
+struct tail_ctx;
+
 struct log_follow_entry {
 	struct replica *replica;
 	struct dv_log_follow *follow;
+	struct tail_ctx *ctx; /* owned: the follow callback's argument */
 };
 
 struct dv_engine_log_sub {
@@ -2061,11 +2064,11 @@ struct dv_engine_log_sub *dv_engine_logs(struct dv_engine *e, const char *app_na
 			c->sub = sub;
 			c->replica = r;
 			sub->entries[sub->n].replica = r;
-			sub->entries[sub->n].follow = dv_runtime_logs_follow(e->rt, r->rt, follow_cb, c);
+			sub->entries[sub->n].ctx = c;
+			sub->entries[sub->n].follow = NULL;
 			sub->n++;
-			/* the ctx is owned by the subscription list below */
-			sub->entries[sub->n - 1].replica = r;
-			(void)c;
+			/* Set after the entry exists: the callback may run at once. */
+			sub->entries[sub->n - 1].follow = dv_runtime_logs_follow(e->rt, r->rt, follow_cb, c);
 		}
 	}
 	return sub;
@@ -2075,9 +2078,11 @@ void dv_engine_logs_cancel(struct dv_engine *e, struct dv_engine_log_sub *sub)
 {
 	if (!sub)
 		return;
-	for (size_t i = 0; i < sub->n; i++)
+	for (size_t i = 0; i < sub->n; i++) {
 		if (sub->entries[i].follow)
 			dv_runtime_logs_unfollow(e->rt, sub->entries[i].follow);
+		free(sub->entries[i].ctx);
+	}
 	free(sub->entries);
 	free(sub);
 }
