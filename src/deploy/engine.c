@@ -521,6 +521,10 @@ static int replica_spawn(struct replica *r, char **err)
 	}
 	char **env;
 	build_env(r, &env);
+	/* A simple command line ("node server.js") is exec'd by the shell, so the
+	 * replica's pid is the app itself: signals reach it directly and `davit
+	 * ps` shows its pid. Lists, pipes and redirections keep the shell. */
+	char *command = strpbrk(p->run, ";&|<>(){}`\n") ? dv_xstrdup(p->run) : dv_xasprintf("exec %s", p->run);
 	char release[32], name[48];
 	snprintf(release, sizeof release, "%lld", (long long)r->release);
 	snprintf(name, sizeof name, "r%lld-%u", (long long)r->release, r->index);
@@ -531,7 +535,7 @@ static int replica_spawn(struct replica *r, char **err)
 		.release = release,
 		.index = r->index,
 		.name = name,
-		.command = p->run,
+		.command = command,
 		.env = env,
 		.workdir = p->workdir,
 		.stop_timeout_ms = 10000,
@@ -540,6 +544,7 @@ static int replica_spawn(struct replica *r, char **err)
 		.log_dir = log_dir,
 	};
 	int rc = dv_runtime_start(e->rt, &spec, replica_exited, r, &r->rt, err);
+	free(command);
 	free(log_dir);
 	free_env(env);
 	if (rc != 0) {
