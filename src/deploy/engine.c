@@ -54,6 +54,7 @@ struct replica {
 	enum replica_state state;
 	bool leaving;         /* being stopped on purpose: do not restart */
 	bool crashed_once;    /* exited on its own at least once */
+	bool port_retried;    /* got a new port once after its port was taken */
 	unsigned restarts;
 	int64_t started_at;   /* unix ms */
 	struct dv_timer restart_timer;
@@ -184,12 +185,30 @@ static bool port_taken_by_us(struct dv_engine *e, uint16_t port)
 	return false;
 }
 
+/* The first port of the kernel's ephemeral range: outgoing connections take
+ * their local ports from there, so replica ports stay below it. */
+static uint16_t ephemeral_low(void)
+{
+	unsigned lo = 32768, hi = 60999;
+	FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+	if (f) {
+		if (fscanf(f, "%u %u", &lo, &hi) != 2)
+			lo = 32768;
+		fclose(f);
+	}
+	return lo > 1024 && lo <= 65535 ? (uint16_t)lo : 32768;
+}
+
 static uint16_t allocate_port(struct dv_engine *e)
 {
-	for (int tries = 0; tries < 20000; tries++) {
+	uint16_t lo = e->config.port_base, hi = ephemeral_low();
+	if (hi <= lo + 100)
+		hi = 60000; /* an odd ephemeral range: use the ports above the base */
+	unsigned span = (unsigned)(hi - lo);
+	for (unsigned tries = 0; tries < span; tries++) {
+		if (e->next_port < lo || e->next_port >= hi)
+			e->next_port = lo;
 		uint16_t p = e->next_port++;
-		if (e->next_port < e->config.port_base || e->next_port > 60000)
-			e->next_port = e->config.port_base;
 		if (!port_taken_by_us(e, p) && port_free(p))
 			return p;
 	}
@@ -375,6 +394,12 @@ static void restart_due(struct dv_loop *loop, struct dv_timer *t)
 	char *err = NULL;
 	if (r->leaving || r->svc->stopped_by_user)
 		return;
+	if (r->port && !port_free(r->port)) {
+		/* Someone took its port while it was down: move it. */
+		struct dv_engine *e = r->svc->app->engine;
+		r->port = 0;
+		r->port = allocate_port(e);
+	}
 	if (replica_spawn(r, &err) != 0) {
 		snprintf(r->last_health, sizeof r->last_health, "restart failed: %s", err);
 		event(r->svc->app->engine, r->svc->app->name, "replica.restart_failed", "%s#%u: %s", r->svc->name,
@@ -662,6 +687,23 @@ static void replica_exited(struct dv_replica *handle, int status, void *arg)
 	r->crashed_once = true;
 	event(e, a->name, "replica.exited", "%s#%u (release %lld) %s", s->name, r->index, (long long)r->release, how);
 
+	/* A new replica that died at once because its port was taken between
+	 * our check and its listen (another program, another daemon) gets a new
+	 * port once instead of failing the deploy. */
+	if (a->deploy && a->deploy->current == s && in_list(s->pending, r) && r->port && !r->port_retried &&
+	    unix_ms() - r->started_at < 5000 && !port_free(r->port)) {
+		uint16_t old_port = r->port;
+		r->port = 0;
+		r->port = allocate_port(e);
+		r->port_retried = true;
+		char *serr = NULL;
+		if (r->port && replica_spawn(r, &serr) == 0) {
+			dv_log_warn("engine", "%s/%s#%u: port %u was taken by another process; started again on port %u",
+			            a->name, s->name, r->index, old_port, r->port);
+			return;
+		}
+		free(serr);
+	}
 	/* A new replica that dies while its deploy waits for it fails the deploy. */
 	if (a->deploy && a->deploy->current == s && in_list(s->pending, r)) {
 		struct dv_strbuf why;
@@ -1272,7 +1314,7 @@ struct dv_engine *dv_engine_new(const struct dv_engine_config *config, char **er
 	/* Start at a point that depends on the pid, so that several daemons on
 	 * one machine (tests, a staging daemon) rarely pick the same port at the
 	 * same moment (each port is checked free, but only just before use). */
-	e->next_port = (uint16_t)(e->config.port_base + (unsigned)getpid() * 37u % 20000u);
+	e->next_port = (uint16_t)(e->config.port_base + (unsigned)getpid() * 37u % 10000u);
 	e->rt = dv_process_new(config->loop, NULL, err);
 	if (!e->rt) {
 		free(e);
