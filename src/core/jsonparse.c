@@ -292,8 +292,13 @@ static bool parse_value(struct parser *p, struct dv_jv *v)
 	buf[n] = '\0';
 	v->type = DV_JV_NUMBER;
 	v->number = strtod(buf, NULL);
-	if (v->number == floor(v->number) && fabs(v->number) < 9.2e18)
-		v->integer = strtoll(buf, NULL, 10);
+	if (v->number == floor(v->number) && fabs(v->number) < 9.2e18) {
+		/* Plain integers exactly (beyond 2^53 too); "3e2" through the double. */
+		if (strpbrk(buf, ".eE"))
+			v->integer = (int64_t)v->number;
+		else
+			v->integer = strtoll(buf, NULL, 10);
+	}
 	return true;
 }
 

@@ -1,0 +1,185 @@
+/* Unit tests for deploy/plan: what the engine runs, read back from a
+ * release's canonical compose JSON. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "compose/compose.h"
+#include "deploy/plan.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static struct dv_plan *plan_of_text(const char *yaml, const char *env, char **json_out)
+{
+	struct dv_compose_project *p = NULL;
+	char *err = NULL;
+	static const char *const environ_none[] = {NULL};
+	struct dv_compose_options opts = {.environ = environ_none, .env_file = "", .project_name = "t"};
+	if (dv_compose_load_buffer("t.yml", yaml, strlen(yaml), "/tmp", &opts, &p, &err) != 0)
+		fail_msg("compose: %s", err);
+	size_t len;
+	char *json = dv_compose_project_to_json(p, &len);
+	dv_compose_project_free(p);
+	struct dv_plan *plan = dv_plan_from_json(json, len, env, &err);
+	if (!plan)
+		fail_msg("plan: %s", err);
+	if (json_out)
+		*json_out = json;
+	else
+		free(json);
+	return plan;
+}
+
+static bool has(char **v, const char *s)
+{
+	for (; v && *v; v++)
+		if (strcmp(*v, s) == 0)
+			return true;
+	return false;
+}
+
+static void test_penpal_example(void **state)
+{
+	struct dv_compose_project *p = NULL;
+	char *err = NULL;
+	static const char *const environ_none[] = {NULL};
+	struct dv_compose_options opts = {.environ = environ_none};
+	if (dv_compose_load("examples/penpal/compose.yml", &opts, &p, &err) != 0)
+		fail_msg("%s", err);
+	size_t len;
+	char *json = dv_compose_project_to_json(p, &len);
+	dv_compose_project_free(p);
+	struct dv_plan *plan = dv_plan_from_json(json, len, "production", &err);
+	assert_non_null(plan);
+	assert_string_equal(plan->app, "penpal");
+	assert_int_equal(plan->n, 7);
+	assert_string_equal(plan->services[0].name, "db");          /* dependencies first */
+	assert_string_equal(plan->services[6].name, "frontend");    /* frontend last */
+	const struct dv_plan_service *auth = dv_plan_service(plan, "auth");
+	assert_non_null(auth);
+	assert_null(auth->unsupported);
+	assert_string_equal(auth->run, "node service.js");
+	assert_int_equal(auth->port, 3002);
+	assert_int_equal(auth->replicas, 2);
+	assert_int_equal(auth->health, DV_PLAN_HEALTH_HTTP);
+	assert_string_equal(auth->health_path, "/api/v1/health");
+	assert_int_equal(auth->health_interval_ms, 2000);
+	assert_int_equal(auth->health_retries, 3);
+	assert_true(has(auth->domains, "auth.penpal.localhost"));
+	assert_true(has(auth->depends_on, "db"));
+	assert_true(has(auth->env, "SERVICE=auth"));
+	assert_true(has(auth->env, "APP_VERSION=1"));
+	assert_int_equal(auth->restart, DV_PLAN_RESTART_ALWAYS);
+	assert_non_null(strstr(auth->workdir, "examples/penpal"));
+	dv_plan_free(plan);
+	free(json);
+}
+
+static void test_health_defaults_and_commands(void **state)
+{
+	struct dv_plan *plan = plan_of_text("services:\n"
+	                                    "  tcp: {x-davit: {run: srv, port: 80}}\n"
+	                                    "  worker: {x-davit: {run: work}}\n"
+	                                    "  shell:\n"
+	                                    "    x-davit: {run: srv}\n"
+	                                    "    healthcheck: {test: [\"CMD-SHELL\", \"curl -f localhost\"], retries: 5}\n"
+	                                    "  argv:\n"
+	                                    "    x-davit: {run: srv}\n"
+	                                    "    healthcheck: {test: [\"CMD\", \"check\", \"it's\"]}\n"
+	                                    "  none:\n"
+	                                    "    x-davit: {run: srv, port: 81}\n"
+	                                    "    healthcheck: {disable: true}\n",
+	                                    "production", NULL);
+	assert_int_equal(dv_plan_service(plan, "tcp")->health, DV_PLAN_HEALTH_TCP);
+	assert_int_equal(dv_plan_service(plan, "worker")->health, DV_PLAN_HEALTH_NONE);
+	const struct dv_plan_service *sh = dv_plan_service(plan, "shell");
+	assert_int_equal(sh->health, DV_PLAN_HEALTH_COMMAND);
+	assert_string_equal(sh->health_cmd, "curl -f localhost");
+	assert_int_equal(sh->health_retries, 5);
+	const struct dv_plan_service *argv = dv_plan_service(plan, "argv");
+	assert_string_equal(argv->health_cmd, "'check' 'it'\\''s'"); /* quoted for /bin/sh */
+	/* a disabled healthcheck with a port falls back to TCP */
+	assert_int_equal(dv_plan_service(plan, "none")->health, DV_PLAN_HEALTH_TCP);
+	dv_plan_free(plan);
+}
+
+static void test_domains_per_environment_restart_and_limits(void **state)
+{
+	const char *yaml = "services:\n"
+	                   "  web:\n"
+	                   "    restart: on-failure:4\n"
+	                   "    deploy: {resources: {limits: {memory: 256M, cpus: '0.5'}}}\n"
+	                   "    x-davit:\n"
+	                   "      run: srv\n"
+	                   "      port: 8000\n"
+	                   "      domains: {production: [a.example.com, b.example.com/api], staging: [s.example.com]}\n";
+	struct dv_plan *prod = plan_of_text(yaml, "production", NULL);
+	const struct dv_plan_service *w = dv_plan_service(prod, "web");
+	assert_true(has(w->domains, "a.example.com"));
+	assert_true(has(w->domains, "b.example.com/api"));
+	assert_false(has(w->domains, "s.example.com"));
+	assert_int_equal(w->restart, DV_PLAN_RESTART_ON_FAILURE);
+	assert_int_equal(w->restart_max, 4);
+	assert_int_equal(w->memory_limit, 256u * 1024 * 1024);
+	assert_true(w->cpu_limit > 0.49 && w->cpu_limit < 0.51);
+	dv_plan_free(prod);
+	struct dv_plan *staging = plan_of_text(yaml, "staging", NULL);
+	w = dv_plan_service(staging, "web");
+	assert_true(has(w->domains, "s.example.com"));
+	assert_false(has(w->domains, "a.example.com"));
+	dv_plan_free(staging);
+}
+
+static void test_container_services_are_marked_unsupported(void **state)
+{
+	struct dv_plan *plan = plan_of_text("services:\n  db: {image: postgres:16}\n  web: {x-davit: {run: srv}}\n",
+	                                    "production", NULL);
+	assert_non_null(dv_plan_service(plan, "db")->unsupported);
+	assert_non_null(strstr(dv_plan_service(plan, "db")->unsupported, "x-davit.run"));
+	assert_null(dv_plan_service(plan, "web")->unsupported);
+	dv_plan_free(plan);
+}
+
+static void test_service_identity_is_its_json(void **state)
+{
+	/* same service, written differently: same identity; a change: different */
+	struct dv_plan *a = plan_of_text("services:\n  w: {environment: [A=1, B=2], x-davit: {run: s}}\n", "production", NULL);
+	struct dv_plan *b = plan_of_text("services:\n  w:\n    x-davit:\n      run: s\n    environment: {B: '2', A: '1'}\n",
+	                                 "production", NULL);
+	struct dv_plan *c = plan_of_text("services:\n  w: {environment: [A=1, B=3], x-davit: {run: s}}\n", "production", NULL);
+	assert_string_equal(a->services[0].json, b->services[0].json);
+	assert_string_not_equal(a->services[0].json, c->services[0].json);
+	dv_plan_free(a);
+	dv_plan_free(b);
+	dv_plan_free(c);
+}
+
+static void test_bad_json_is_an_error(void **state)
+{
+	char *err = NULL;
+	assert_null(dv_plan_from_json("{}", 2, "production", &err));
+	assert_non_null(err);
+	free(err);
+	err = NULL;
+	assert_null(dv_plan_from_json("{\"name\":", 8, "production", &err));
+	assert_non_null(err);
+	free(err);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_penpal_example),
+		cmocka_unit_test(test_health_defaults_and_commands),
+		cmocka_unit_test(test_domains_per_environment_restart_and_limits),
+		cmocka_unit_test(test_container_services_are_marked_unsupported),
+		cmocka_unit_test(test_service_identity_is_its_json),
+		cmocka_unit_test(test_bad_json_is_an_error),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
