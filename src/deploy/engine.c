@@ -91,6 +91,7 @@ struct app {
 	struct deploy *deploy;  /* the running deploy, or NULL */
 	struct dv_upstream_pool **draining; /* pools replaced by a switch, until drained */
 	size_t ndraining;
+	unsigned drain_gen;     /* route table generation that dropped them */
 };
 
 enum deploy_phase { D_START_NEXT, D_WAIT_HEALTHY, D_DRAIN, D_DONE };
@@ -130,7 +131,7 @@ struct dv_engine {
 	struct dv_timer shutdown_check;
 };
 
-static void publish_routes(struct dv_engine *e);
+static unsigned publish_routes(struct dv_engine *e);
 static void deploy_step(struct deploy *d);
 static void deploy_fail(struct deploy *d, const char *why);
 static void replica_stop(struct replica *r);
@@ -846,13 +847,13 @@ static void service_free(struct service *s)
 	free(s);
 }
 
-static void publish_routes(struct dv_engine *e)
+static unsigned publish_routes(struct dv_engine *e)
 {
 	struct dv_route_table *t = dv_route_table_new();
 	for (struct app *a = e->apps; a; a = a->next)
 		for (size_t i = 0; i < a->nservices; i++)
 			add_service_routes(t, a->services[i]);
-	dv_proxy_set_routes(e->config.proxy, t);
+	return dv_proxy_set_routes(e->config.proxy, t);
 }
 
 /* ------------------------------------------------------------------ deploys */
@@ -964,7 +965,9 @@ static void drain_poll(struct dv_loop *loop, struct dv_timer *t)
 	struct deploy *d = dv_container_of(t, struct deploy, drain_timer);
 	struct app *a = d->app;
 	uint64_t now = dv_loop_update_now(loop);
-	bool busy = false;
+	/* Until every proxy worker uses the new table, a request may still start
+	 * on an old pool: only then does "nothing in flight" mean drained. */
+	bool busy = a->drain_gen && !dv_proxy_routes_applied(a->engine->config.proxy, a->drain_gen);
 	for (size_t i = 0; i < a->ndraining; i++)
 		if (atomic_load(&a->draining[i]->inflight) > 0)
 			busy = true;
@@ -1044,7 +1047,7 @@ static void switch_service(struct deploy *d, struct service *s)
 		r->next = s->retired;
 		s->retired = r;
 	}
-	publish_routes(a->engine);
+	a->drain_gen = publish_routes(a->engine);
 	/* How long the switch took after the last new replica passed its
 	 * health check (bench/controlplane.sh reads this line). */
 	double switch_ms = d->last_healthy_ns ? (double)(dv_now_ns() - d->last_healthy_ns) / 1e6 : 0;

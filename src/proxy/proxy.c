@@ -143,6 +143,7 @@ struct worker {
 	size_t nlisteners;
 	struct published_table *table;
 	unsigned table_gen;
+	atomic_uint applied_gen;     /* table_gen, published for dv_proxy_routes_applied */
 	struct session *sessions;
 	size_t nsessions;
 	struct idle_bucket *idle;
@@ -451,6 +452,7 @@ static void worker_sync_table(struct worker *w)
 		atomic_fetch_add(&t->refs, 1);
 	w->table_gen = atomic_load(&p->table_gen);
 	pthread_mutex_unlock(&p->table_lock);
+	atomic_store_explicit(&w->applied_gen, w->table_gen, memory_order_release);
 	struct published_table *old = w->table;
 	w->table = t;
 	if (old && atomic_fetch_sub(&old->refs, 1) == 1) {
@@ -2013,7 +2015,19 @@ static void drain_if_removed(struct dv_upstream_pool *pool, void *arg)
 		dv_upstream_pool_drain(pool, ctx->deadline);
 }
 
-void dv_proxy_set_routes(struct dv_proxy *p, struct dv_route_table *table)
+bool dv_proxy_routes_applied(struct dv_proxy *p, unsigned gen)
+{
+	for (unsigned i = 0; i < p->nworkers; i++) {
+		if (!p->workers[i].loop)
+			continue;
+		unsigned applied = atomic_load_explicit(&p->workers[i].applied_gen, memory_order_acquire);
+		if ((int)(applied - gen) < 0)
+			return false;
+	}
+	return true;
+}
+
+unsigned dv_proxy_set_routes(struct dv_proxy *p, struct dv_route_table *table)
 {
 	struct published_table *t = dv_xcalloc(1, sizeof *t);
 	t->table = table;
@@ -2021,7 +2035,7 @@ void dv_proxy_set_routes(struct dv_proxy *p, struct dv_route_table *table)
 	pthread_mutex_lock(&p->table_lock);
 	struct published_table *old = p->current;
 	p->current = t;
-	atomic_fetch_add_explicit(&p->table_gen, 1, memory_order_release);
+	unsigned gen = atomic_fetch_add_explicit(&p->table_gen, 1, memory_order_release) + 1;
 	pthread_mutex_unlock(&p->table_lock);
 	if (old) {
 		struct drain_ctx ctx = {table, dv_now_ms() + p->config.drain_timeout_ms};
@@ -2034,6 +2048,7 @@ void dv_proxy_set_routes(struct dv_proxy *p, struct dv_route_table *table)
 	for (unsigned i = 0; i < p->nworkers; i++)
 		if (p->workers[i].loop)
 			dv_loop_wake(p->workers[i].loop);
+	return gen;
 }
 
 bool dv_proxy_running(struct dv_proxy *p)

@@ -57,8 +57,15 @@ struct dv_proxy *dv_proxy_new(const struct dv_proxy_config *config, char **err);
 
 /* Replaces the route table; takes ownership of `table`. Pools of the old table
  * that the new one does not route to (compared by replica set) start draining
- * with the configured drain timeout. Safe from any thread. */
-void dv_proxy_set_routes(struct dv_proxy *proxy, struct dv_route_table *table);
+ * with the configured drain timeout. Safe from any thread. Returns the new
+ * table's generation (see dv_proxy_routes_applied). */
+unsigned dv_proxy_set_routes(struct dv_proxy *proxy, struct dv_route_table *table);
+
+/* True once every worker uses the table of generation `gen` (or a newer one):
+ * from then on no new request starts on a pool that table dropped, so a
+ * pool's in-flight count can only go down. Workers pick a new table up at
+ * their next loop iteration (they are woken for it). */
+bool dv_proxy_routes_applied(struct dv_proxy *proxy, unsigned gen);
 
 /* Starts the worker threads. Returns 0 or -1 with *err. */
 int dv_proxy_start(struct dv_proxy *proxy, char **err);
