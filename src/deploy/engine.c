@@ -925,8 +925,12 @@ static void deploy_finish(struct deploy *d, bool ok)
 		dv_strbuf_puts(&text, "URLs (through the davit proxy):\n");
 		write_urls(a, &text, e->config.http_url);
 	} else {
-		dv_strbuf_printf(&text, "deploy of release %lld of %s FAILED and was rolled back; release %lld still serves.\n",
-		                 (long long)d->release, a->name, (long long)a->release);
+		if (a->release)
+			dv_strbuf_printf(&text, "deploy of release %lld of %s FAILED and was rolled back; release %lld still serves.\n",
+			                 (long long)d->release, a->name, (long long)a->release);
+		else
+			dv_strbuf_printf(&text, "deploy of release %lld of %s FAILED; nothing of it runs (it is the app's first release).\n",
+			                 (long long)d->release, a->name);
 		dv_strbuf_append(&text, d->report.data ? d->report.data : "", d->report.len);
 		dv_strbuf_printf(&text, "why: %s\n", d->failure ? d->failure : "unknown");
 	}
@@ -1074,6 +1078,10 @@ static void deploy_health_timeout(struct dv_loop *loop, struct dv_timer *t)
 			continue;
 		dv_strbuf_printf(&why, "\n  replica %u: %s; its last output:\n", r->index, r->last_health);
 		replica_log_tail(r, &why, LOG_TAIL_ON_FAILURE);
+		if (r->port && strstr(r->last_health, "refused"))
+			dv_strbuf_printf(&why, "  hint: nothing listens on 127.0.0.1:%u: the app must listen on the port davit "
+			                       "gives it in $PORT (write $$PORT in the compose file)\n",
+			                 r->port);
 		break;
 	}
 	deploy_fail(d, why.data);
@@ -1841,6 +1849,8 @@ int dv_engine_ps(struct dv_engine *e, const char *app_name, bool json, struct dv
 				s = service_find(a, a->plan->services[k].name);
 			if (!s)
 				s = a->services[k];
+			if (!s->plan && !s->active && !s->pending && !s->retired)
+				continue; /* added by a deploy that failed: gone */
 			if (json) {
 				dv_json_object_begin(&j);
 				dv_json_key(&j, "name");
