@@ -117,9 +117,10 @@ static void start_async(struct dv_api_request *req, int rc, char *err, struct pe
 }
 
 struct log_stream {
-	struct dv_api_request *req;
+	struct dv_api_request *req;     /* NULL once the client is gone */
 	struct dv_engine *engine;
 	struct dv_engine_log_sub *sub;
+	bool following;                 /* handed over to the on_close callback */
 };
 
 static void log_line(void *arg, const char *text, size_t len)
@@ -129,12 +130,15 @@ static void log_line(void *arg, const char *text, size_t len)
 		dv_api_stream_write(ls->req, text, len);
 }
 
+/* The client went away. While the request handler still runs (the tail is
+ * being written) it frees the stream itself; once following, we do. */
 static void log_stream_closed(struct dv_api_request *req, void *arg)
 {
 	struct log_stream *ls = arg;
 	ls->req = NULL;
-	if (ls->sub)
-		dv_engine_logs_cancel(ls->engine, ls->sub);
+	if (!ls->following)
+		return;
+	dv_engine_logs_cancel(ls->engine, ls->sub);
 	free(ls);
 }
 
@@ -217,16 +221,20 @@ static void handle_api(struct dv_api_request *req, void *arg)
 			struct log_stream *ls = dv_xcalloc(1, sizeof *ls);
 			ls->req = req;
 			ls->engine = d->engine;
+			dv_api_on_close(req, log_stream_closed, ls);
 			dv_api_stream_begin(req, 200, json ? "application/x-ndjson" : "text/plain; charset=utf-8");
-			ls->sub = dv_engine_logs(d->engine, app, service && *service ? service : NULL, (unsigned)n, follow, json,
-			                         log_line, ls, &err, &rc);
-			if (!follow || !ls->sub) {
-				if (ls->sub)
-					dv_engine_logs_cancel(d->engine, ls->sub);
-				dv_api_stream_end(req);
-				free(ls);
+			if (ls->req)
+				ls->sub = dv_engine_logs(d->engine, app, service && *service ? service : NULL, (unsigned)n,
+				                         follow, json, log_line, ls, &err, &rc);
+			if (ls->req && follow && ls->sub) {
+				ls->following = true; /* log_stream_closed cancels and frees */
 			} else {
-				dv_api_on_close(req, log_stream_closed, ls);
+				dv_engine_logs_cancel(d->engine, ls->sub);
+				if (ls->req) {
+					dv_api_on_close(req, NULL, NULL);
+					dv_api_stream_end(req);
+				}
+				free(ls);
 			}
 		}
 		free(err);

@@ -129,9 +129,11 @@ struct dv_engine {
 	void (*shutdown_done)(void *);
 	void *shutdown_arg;
 	struct dv_timer shutdown_check;
+	struct dv_engine_log_sub *log_subs; /* `davit logs -f` streams, to attach new replicas */
 };
 
 static unsigned publish_routes(struct dv_engine *e);
+static void log_subs_attach(struct dv_engine *e, struct replica *r);
 static void deploy_step(struct deploy *d);
 static void deploy_fail(struct deploy *d, const char *why);
 static void replica_stop(struct replica *r);
@@ -582,6 +584,7 @@ static int replica_spawn(struct replica *r, char **err)
 	r->has_exit = false;
 	snprintf(r->last_health, sizeof r->last_health, "starting");
 	record_replica(r);
+	log_subs_attach(e, r);
 	start_health(r);
 	return 0;
 }
@@ -1998,6 +2001,8 @@ struct log_follow_entry {
 };
 
 struct dv_engine_log_sub {
+	struct dv_engine_log_sub *next; /* in the engine's list (follow only) */
+	char *app, *service;            /* what it follows (service NULL: all) */
 	void (*line)(void *arg, const char *text, size_t len);
 	void *arg;
 	bool json;
@@ -2065,10 +2070,33 @@ static void follow_cb(struct dv_replica *rep, const struct dv_log_line *l, void 
 		emit_line(c->sub->line, c->sub->arg, c->sub->json, c->replica, l);
 		return;
 	}
-	/* output ended: the subscription is gone */
+	/* output ended: the runtime's subscription is gone */
 	for (size_t i = 0; i < c->sub->n; i++)
-		if (c->sub->entries[i].replica == c->replica)
+		if (c->sub->entries[i].ctx == c)
 			c->sub->entries[i].follow = NULL;
+}
+
+static void sub_follow(struct dv_engine *e, struct dv_engine_log_sub *sub, struct replica *r)
+{
+	sub->entries = dv_xrealloc(sub->entries, (sub->n + 1) * sizeof *sub->entries);
+	struct tail_ctx *c = dv_xmalloc(sizeof *c);
+	c->sub = sub;
+	c->replica = r;
+	sub->entries[sub->n].replica = r;
+	sub->entries[sub->n].ctx = c;
+	sub->entries[sub->n].follow = NULL;
+	sub->n++;
+	/* Set after the entry exists: the callback may run at once. */
+	sub->entries[sub->n - 1].follow = dv_runtime_logs_follow(e->rt, r->rt, follow_cb, c);
+}
+
+/* A replica that starts (a deploy, a restart) joins the running follows. */
+static void log_subs_attach(struct dv_engine *e, struct replica *r)
+{
+	for (struct dv_engine_log_sub *sub = e->log_subs; sub; sub = sub->next)
+		if (r->rt && strcmp(sub->app, r->svc->app->name) == 0 &&
+		    (!sub->service || strcmp(sub->service, r->svc->name) == 0))
+			sub_follow(e, sub, r);
 }
 
 struct dv_engine_log_sub *dv_engine_logs(struct dv_engine *e, const char *app_name, const char *service, unsigned tail,
@@ -2111,26 +2139,22 @@ struct dv_engine_log_sub *dv_engine_logs(struct dv_engine *e, const char *app_na
 		free(sub);
 		return NULL;
 	}
-	/* Follow: one subscription per replica running now. */
+	/* Follow: the replicas running now, and (log_subs_attach) those that
+	 * start later. */
+	sub->app = dv_xstrdup(a->name);
+	sub->service = service ? dv_xstrdup(service) : NULL;
 	for (size_t i = 0; i < a->nservices; i++) {
 		struct service *s = a->services[i];
 		if (service && strcmp(s->name, service) != 0)
 			continue;
-		for (struct replica *r = s->active; r; r = r->next) {
-			if (!r->rt)
-				continue;
-			sub->entries = dv_xrealloc(sub->entries, (sub->n + 1) * sizeof *sub->entries);
-			struct tail_ctx *c = dv_xmalloc(sizeof *c);
-			c->sub = sub;
-			c->replica = r;
-			sub->entries[sub->n].replica = r;
-			sub->entries[sub->n].ctx = c;
-			sub->entries[sub->n].follow = NULL;
-			sub->n++;
-			/* Set after the entry exists: the callback may run at once. */
-			sub->entries[sub->n - 1].follow = dv_runtime_logs_follow(e->rt, r->rt, follow_cb, c);
-		}
+		struct replica *lists[2] = {s->active, s->pending};
+		for (int l = 0; l < 2; l++)
+			for (struct replica *r = lists[l]; r; r = r->next)
+				if (r->rt && !r->leaving)
+					sub_follow(e, sub, r);
 	}
+	sub->next = e->log_subs;
+	e->log_subs = sub;
 	return sub;
 }
 
@@ -2138,11 +2162,18 @@ void dv_engine_logs_cancel(struct dv_engine *e, struct dv_engine_log_sub *sub)
 {
 	if (!sub)
 		return;
+	for (struct dv_engine_log_sub **p = &e->log_subs; *p; p = &(*p)->next)
+		if (*p == sub) {
+			*p = sub->next;
+			break;
+		}
 	for (size_t i = 0; i < sub->n; i++) {
 		if (sub->entries[i].follow)
 			dv_runtime_logs_unfollow(e->rt, sub->entries[i].follow);
 		free(sub->entries[i].ctx);
 	}
+	free(sub->app);
+	free(sub->service);
 	free(sub->entries);
 	free(sub);
 }

@@ -134,6 +134,13 @@ def test_logs_follow_streams_new_lines(davit_env):
         m = LINE_RE.match(line.rstrip("\n"))
         assert m and m.group(2) == "auth" and stamp_ok(m.group(1)), f"streamed line: {line!r}"
         assert proc.poll() is None, "`davit logs -f` exited while following"
+        # replicas started after `logs -f` began (a redeploy) are followed too
+        d.deploy(davit_env.compose, env={"AUTH_VERSION": "2"})
+        read_until(lambda l: '"version":"2"' in l and "listening on" in l, 10, "the new replicas' first line")
+        marker2 = f"/follow-marker-new-{os.getpid()}-{time.monotonic_ns()}"
+        assert http_get(d.port, "auth.penpal.localhost", marker2)[0] == 200
+        read_until(lambda l: marker2 in l, 10, "a request line from a replica started after `logs -f`")
+        assert proc.poll() is None, "`davit logs -f` exited across a redeploy"
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
