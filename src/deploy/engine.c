@@ -130,6 +130,14 @@ struct dv_engine {
 	void *shutdown_arg;
 	struct dv_timer shutdown_check;
 	struct dv_engine_log_sub *log_subs; /* `davit logs -f` streams, to attach new replicas */
+	/* Replicas to stop once every proxy worker uses the route table that no
+	 * longer sends them traffic (see stop_after_routes). */
+	struct deferred_stop {
+		struct replica *replica;
+		unsigned gen;
+	} *deferred;
+	size_t ndeferred;
+	struct dv_timer deferred_timer;
 };
 
 static unsigned publish_routes(struct dv_engine *e);
@@ -376,6 +384,12 @@ static bool in_list(struct replica *list, struct replica *r)
 static void replica_free(struct replica *r)
 {
 	struct dv_engine *e = r->svc->app->engine;
+	for (size_t i = 0; i < e->ndeferred;) {
+		if (e->deferred[i].replica == r)
+			e->deferred[i] = e->deferred[--e->ndeferred];
+		else
+			i++;
+	}
 	dv_timer_cancel(e->config.loop, &r->restart_timer);
 	if (r->hc)
 		dv_health_stop(r->hc);
@@ -636,6 +650,35 @@ static void replica_stop(struct replica *r)
 		if (e->shutting_down)
 			shutdown_check(e->config.loop, &e->shutdown_check);
 	}
+}
+
+static void deferred_poll(struct dv_loop *loop, struct dv_timer *t)
+{
+	struct dv_engine *e = dv_container_of(t, struct dv_engine, deferred_timer);
+	for (size_t i = 0; i < e->ndeferred;) {
+		if (!e->shutting_down && !dv_proxy_routes_applied(e->config.proxy, e->deferred[i].gen)) {
+			i++;
+			continue;
+		}
+		struct replica *r = e->deferred[i].replica;
+		e->deferred[i] = e->deferred[--e->ndeferred];
+		replica_stop(r); /* may free r */
+	}
+	if (e->ndeferred)
+		dv_timer_set(loop, t, dv_loop_update_now(loop) + 5);
+}
+
+/* Stops a replica once the route table of generation `gen` (which sends it
+ * nothing) is in use by every proxy worker: stopping it earlier could cut a
+ * request that a worker still routed to it with the previous table. */
+static void stop_after_routes(struct dv_engine *e, struct replica *r, unsigned gen)
+{
+	r->leaving = true;
+	e->deferred = dv_xrealloc(e->deferred, (e->ndeferred + 1) * sizeof *e->deferred);
+	e->deferred[e->ndeferred].replica = r;
+	e->deferred[e->ndeferred].gen = gen;
+	e->ndeferred++;
+	dv_timer_set(e->config.loop, &e->deferred_timer, loop_now(e) + 1);
 }
 
 static void append_log_tail_line(struct dv_replica *rep, const struct dv_log_line *line, void *arg)
@@ -1203,7 +1246,8 @@ static void deploy_fail(struct deploy *d, const char *why)
 				replica_stop(r);
 		}
 	}
-	/* Switch already switched services back to their old replicas. */
+	/* Switch already switched services back to their old replicas; the
+	 * newer ones stop once the proxy uses the table below. */
 	for (size_t k = 0; k < d->nswitched; k++) {
 		struct service *s = d->switched[k];
 		struct replica *newer = s->active;
@@ -1213,7 +1257,7 @@ static void deploy_fail(struct deploy *d, const char *why)
 			next = r->next;
 			r->next = s->retired;
 			s->retired = r;
-			replica_stop(r);
+			r->leaving = true; /* stopped below, after the publish */
 		}
 		dv_strbuf_printf(&d->report, "  %-12s switched back to release %lld\n", s->name, (long long)a->release);
 	}
@@ -1230,7 +1274,11 @@ static void deploy_fail(struct deploy *d, const char *why)
 		struct service *s = d->added[k];
 		s->stopped_by_user = true;
 	}
-	publish_routes(e);
+	unsigned gen = publish_routes(e);
+	for (size_t k = 0; k < d->nswitched; k++)
+		for (struct replica *r = d->switched[k]->retired; r; r = r->next)
+			if (r->state != R_STOPPING)
+				stop_after_routes(e, r, gen);
 	for (size_t i = 0; i < a->ndraining; i++)
 		dv_upstream_pool_unref(a->draining[i]);
 	free(a->draining);
@@ -1336,6 +1384,7 @@ struct dv_engine *dv_engine_new(const struct dv_engine_config *config, char **er
 	}
 	e->shutdown_check.cb = shutdown_check;
 	e->probe_timer.cb = fast_probe;
+	e->deferred_timer.cb = deferred_poll;
 	return e;
 }
 
@@ -1379,6 +1428,9 @@ void dv_engine_shutdown(struct dv_engine *e, void (*done)(void *), void *arg)
 			}
 		}
 	}
+	/* Deferred stops happen now (the proxy is stopping too). */
+	if (e->ndeferred)
+		deferred_poll(e->config.loop, &e->deferred_timer);
 	/* Replicas are stopped but their rows stay: on the next start they are
 	 * started again from the current release (a shutdown is not a 'down'). */
 	dv_timer_set(e->config.loop, &e->shutdown_check, loop_now(e) + 1);
@@ -1417,6 +1469,8 @@ void dv_engine_free(struct dv_engine *e)
 	}
 	dv_timer_cancel(e->config.loop, &e->shutdown_check);
 	dv_timer_cancel(e->config.loop, &e->probe_timer);
+	dv_timer_cancel(e->config.loop, &e->deferred_timer);
+	free(e->deferred);
 	if (e->rt)
 		dv_runtime_destroy(e->rt);
 	free(e);
@@ -1742,11 +1796,10 @@ int dv_engine_service_action(struct dv_engine *e, const char *app_name, const ch
 	char text[256], json[256];
 	if (strcmp(action, "stop") == 0) {
 		s->stopped_by_user = true;
-		for (struct replica *r = s->active, *next; r; r = next) {
-			next = r->next;
-			replica_stop(r);
-		}
-		publish_routes(e);
+		unsigned gen = publish_routes(e); /* the service leaves the table first */
+		for (struct replica *r = s->active; r; r = r->next)
+			if (!r->leaving)
+				stop_after_routes(e, r, gen);
 		event(e, a->name, "service.stopped", "%s stopped by the user", s->name);
 		snprintf(text, sizeof text, "%s: stopping\n", s->name);
 	} else if (strcmp(action, "start") == 0 || strcmp(action, "restart") == 0) {
@@ -1782,16 +1835,15 @@ int dv_engine_down(struct dv_engine *e, const char *app_name, dv_engine_done_cb 
 		return -1;
 	}
 	unsigned n = 0;
-	for (size_t i = 0; i < a->nservices; i++) {
-		struct service *s = a->services[i];
-		s->stopped_by_user = true;
-		for (struct replica *r = s->active, *next; r; r = next) {
-			next = r->next;
-			replica_stop(r);
-			n++;
-		}
-	}
-	publish_routes(e);
+	for (size_t i = 0; i < a->nservices; i++)
+		a->services[i]->stopped_by_user = true;
+	unsigned gen = publish_routes(e); /* routes go first, then the replicas */
+	for (size_t i = 0; i < a->nservices; i++)
+		for (struct replica *r = a->services[i]->active; r; r = r->next)
+			if (!r->leaving) {
+				stop_after_routes(e, r, gen);
+				n++;
+			}
 	event(e, a->name, "app.down", "every service stopped by the user");
 	char text[256], json[256];
 	snprintf(text, sizeof text, "%s: %u replica%s stopping; releases are kept ('davit deploy' or 'davit rollback' brings it back)\n",
