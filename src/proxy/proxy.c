@@ -109,7 +109,8 @@ struct session {
 	/* the request being served */
 	struct upconn *up;
 	struct dv_upstream_pool *pool; /* one reference while set */
-	struct dv_backend *backend;    /* inflight counted while set */
+	struct dv_backend *backend;    /* inflight counted while set and !backend_done */
+	bool backend_done;             /* its response was read: no longer counted in flight */
 	uint64_t tried;                /* backends tried (bit mask) */
 	struct buf req_head;           /* request head rewritten for the upstream */
 	uint32_t req_head_sent;
@@ -758,9 +759,11 @@ static void request_end(struct session *s)
 		s->status = 499; /* client went away before any response */
 	access_log_write(s);
 	if (s->backend) {
-		atomic_fetch_sub_explicit(&s->backend->inflight, 1, memory_order_relaxed);
+		if (!s->backend_done)
+			atomic_fetch_sub_explicit(&s->backend->inflight, 1, memory_order_relaxed);
 		s->backend = NULL;
 	}
+	s->backend_done = false;
 	if (s->pool) {
 		atomic_fetch_sub_explicit(&s->pool->inflight, 1, memory_order_relaxed);
 		dv_upstream_pool_unref(s->pool);
@@ -1173,8 +1176,9 @@ static bool session_connect_backend(struct session *s, struct dv_backend *b, boo
 
 static void session_set_backend(struct session *s, struct dv_backend *b)
 {
-	if (s->backend)
+	if (s->backend && !s->backend_done)
 		atomic_fetch_sub_explicit(&s->backend->inflight, 1, memory_order_relaxed);
+	s->backend_done = false;
 	s->backend = b;
 	if (b)
 		atomic_fetch_add_explicit(&b->inflight, 1, memory_order_relaxed);
@@ -1508,6 +1512,13 @@ static bool pump_exchange(struct session *s)
 		dv_log_warn("proxy", "invalid chunked body from %s", s->backend ? s->backend->label : "?");
 		session_close(s);
 		return false;
+	}
+	/* The replica is done with this request once its whole response is
+	 * read: least-conn must see that before the client (who may send the
+	 * next request at once, to another worker) gets the last byte. */
+	if (s->resp.scanned_all && s->resp_head_done && !s->tunnel && s->backend && !s->backend_done) {
+		atomic_fetch_sub_explicit(&s->backend->inflight, 1, memory_order_relaxed);
+		s->backend_done = true;
 	}
 
 	/* -> client */
