@@ -14,6 +14,7 @@
  */
 #include "compose/compose.h"
 #include "core/alloc.h"
+#include "core/strbuf.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -43,44 +44,10 @@
 
 /* ---- small helpers ------------------------------------------------------ */
 
-struct sbuf {
-	char *data;
-	size_t len;
-	size_t cap;
-};
-
-static void sbuf_add(struct sbuf *b, const char *s, size_t n)
+/* Growable strings are core/strbuf's; one more helper for single chars. */
+static void sbuf_addc(struct dv_strbuf *b, char c)
 {
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 64;
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		b->data = dv_xrealloc(b->data, cap);
-		b->cap = cap;
-	}
-	if (n)
-		memcpy(b->data + b->len, s, n);
-	b->len += n;
-	b->data[b->len] = '\0';
-}
-
-static void sbuf_addc(struct sbuf *b, char c)
-{
-	sbuf_add(b, &c, 1);
-}
-
-static void sbuf_adds(struct sbuf *b, const char *s)
-{
-	sbuf_add(b, s, strlen(s));
-}
-
-/* Returns the string (the caller frees it) and empties the buffer. */
-static char *sbuf_take(struct sbuf *b)
-{
-	char *s = b->data ? b->data : dv_xstrdup("");
-	b->data = NULL;
-	b->len = b->cap = 0;
-	return s;
+	dv_strbuf_append(b, &c, 1);
 }
 
 /* Makes room for element arr[len] of an array whose capacity is the next
@@ -731,7 +698,7 @@ static int yaml_error(struct ctx *ctx, const yaml_parser_t *parser, const unsign
 	                     (unsigned)parser->problem_mark.column + 1};
 	const char *problem = parser->problem ? parser->problem : "syntax error";
 	size_t at = parser->problem_mark.index;
-	struct sbuf msg = {0};
+	struct dv_strbuf msg = {0};
 	int rc;
 
 	if (parser->error == YAML_READER_ERROR) {
@@ -748,17 +715,17 @@ static int yaml_error(struct ctx *ctx, const yaml_parser_t *parser, const unsign
 			}
 		}
 	}
-	sbuf_adds(&msg, "invalid YAML: ");
-	sbuf_adds(&msg, problem);
+	dv_strbuf_puts(&msg, "invalid YAML: ");
+	dv_strbuf_puts(&msg, problem);
 	if (parser->context) {
 		char *c = dv_xasprintf(" (%s at line %u, column %u)", parser->context,
 		                       (unsigned)parser->context_mark.line + 1,
 		                       (unsigned)parser->context_mark.column + 1);
-		sbuf_adds(&msg, c);
+		dv_strbuf_puts(&msg, c);
 		free(c);
 	}
 	if (at < len && buf[at] == '\t')
-		sbuf_adds(&msg, "; YAML cannot be indented with tabs: use spaces");
+		dv_strbuf_puts(&msg, "; YAML cannot be indented with tabs: use spaces");
 	rc = fail_pos(ctx, &pos, "%s", msg.data);
 	free(msg.data);
 	return rc;
@@ -962,10 +929,10 @@ struct interp {
 	int depth;
 };
 
-static int interp_run(struct interp *ip, const char *s, size_t len, struct sbuf *out);
+static int interp_run(struct interp *ip, const char *s, size_t len, struct dv_strbuf *out);
 
 /* A plain ${NAME} or $NAME. */
-static void interp_var(struct interp *ip, const char *name, struct sbuf *out)
+static void interp_var(struct interp *ip, const char *name, struct dv_strbuf *out)
 {
 	const char *value = ip->lookup(ip->arg, name);
 	if (!value && ip->warn_unset)
@@ -974,11 +941,11 @@ static void interp_var(struct interp *ip, const char *name, struct sbuf *out)
 	if (ip->empty && (!value || !*value) && !strv_contains(ip->empty, name))
 		strv_push(ip->empty, dv_xstrdup(name));
 	if (value)
-		sbuf_adds(out, value);
+		dv_strbuf_puts(out, value);
 }
 
 /* *pp points at the '{' of "${". */
-static int interp_braced(struct interp *ip, const char **pp, const char *end, struct sbuf *out)
+static int interp_braced(struct interp *ip, const char **pp, const char *end, struct dv_strbuf *out)
 {
 	const char *q = *pp + 1, *word;
 	char *name = NULL;
@@ -1043,7 +1010,7 @@ static int interp_braced(struct interp *ip, const char **pp, const char *end, st
 		if (colon ? !nonempty : !set)
 			rc = interp_run(ip, word, wlen, out);
 		else
-			sbuf_adds(out, value);
+			dv_strbuf_puts(out, value);
 		break;
 	case '+':
 		if (colon ? nonempty : set)
@@ -1051,9 +1018,9 @@ static int interp_braced(struct interp *ip, const char **pp, const char *end, st
 		break;
 	default: /* '?' */
 		if (colon ? nonempty : set) {
-			sbuf_adds(out, value);
+			dv_strbuf_puts(out, value);
 		} else {
-			struct sbuf msg = {0};
+			struct dv_strbuf msg = {0};
 			rc = interp_run(ip, word, wlen, &msg);
 			if (rc == 0)
 				rc = fail_pos(ip->ctx, &ip->pos, "required variable %s is %s%s%s (set it in the "
@@ -1069,7 +1036,7 @@ out:
 	return rc;
 }
 
-static int interp_run(struct interp *ip, const char *s, size_t len, struct sbuf *out)
+static int interp_run(struct interp *ip, const char *s, size_t len, struct dv_strbuf *out)
 {
 	const char *p = s, *end = s + len;
 	int rc = 0;
@@ -1081,10 +1048,10 @@ static int interp_run(struct interp *ip, const char *s, size_t len, struct sbuf 
 	while (p < end && rc == 0) {
 		const char *dollar = memchr(p, '$', (size_t)(end - p));
 		if (!dollar) {
-			sbuf_add(out, p, (size_t)(end - p));
+			dv_strbuf_append(out, p, (size_t)(end - p));
 			break;
 		}
-		sbuf_add(out, p, (size_t)(dollar - p));
+		dv_strbuf_append(out, p, (size_t)(dollar - p));
 		p = dollar + 1;
 		if (p < end && *p == '$') {
 			sbuf_addc(out, '$');
@@ -1113,7 +1080,7 @@ static int interp_string(struct ctx *ctx, const struct srcpos *pos, const char *
                          lookup_fn lookup, void *arg, struct dv_compose_strv *empty, char **out)
 {
 	struct interp ip = {ctx, *pos, lookup, arg, empty == NULL, empty, 0};
-	struct sbuf b = {0};
+	struct dv_strbuf b = {0};
 	size_t bad;
 	int rc = 0;
 
@@ -1121,13 +1088,13 @@ static int interp_string(struct ctx *ctx, const struct srcpos *pos, const char *
 	if (memchr(text, '$', len))
 		rc = interp_run(&ip, text, len, &b);
 	else
-		sbuf_add(&b, text, len);
+		dv_strbuf_append(&b, text, len);
 	if (rc == 0 && b.len && memchr(b.data, '\0', b.len))
 		rc = fail_pos(ctx, pos, "a NUL character is not allowed here");
 	if (rc == 0 && !utf8_valid(b.data ? b.data : "", b.len, &bad))
 		rc = fail_pos(ctx, pos, "the value is not valid UTF-8 after interpolation (byte %zu)", bad + 1);
 	if (rc == 0)
-		*out = sbuf_take(&b);
+		*out = dv_strbuf_steal(&b);
 	free(b.data);
 	return rc;
 }
@@ -1267,7 +1234,7 @@ static int envfile_parse(struct ctx *ctx, const char *file, const char *buf, siz
 		goto out;
 	}
 	while (p < end && rc == 0) {
-		struct sbuf raw = {0};
+		struct dv_strbuf raw = {0};
 		bool interpolate = true, quoted = false;
 
 		while (p < end && (*p == ' ' || *p == '\t' || *p == '\r'))
@@ -1332,7 +1299,7 @@ static int envfile_parse(struct ctx *ctx, const char *file, const char *buf, siz
 				rc = fail_pos(ctx, &pos, "unterminated single quote: add the closing '");
 				break;
 			}
-			sbuf_add(&raw, p + 1, (size_t)(close - p - 1));
+			dv_strbuf_append(&raw, p + 1, (size_t)(close - p - 1));
 			count_lines(p, close, &line, &bol);
 			p = close + 1;
 			interpolate = false;
@@ -1347,13 +1314,13 @@ static int envfile_parse(struct ctx *ctx, const char *file, const char *buf, siz
 					case 'r': sbuf_addc(&raw, '\r'); break;
 					case '"': sbuf_addc(&raw, '"'); break;
 					case '\\': sbuf_addc(&raw, '\\'); break;
-					case '$': sbuf_adds(&raw, "$$"); break; /* a literal $ after interpolation */
-					default: sbuf_add(&raw, q, 2); break;
+					case '$': dv_strbuf_puts(&raw, "$$"); break; /* a literal $ after interpolation */
+					default: dv_strbuf_append(&raw, q, 2); break;
 					}
 					q += 2;
 				} else {
 					if (*q == '$' && q + 1 < end && q[1] == '$') {
-						sbuf_adds(&raw, "$$");
+						dv_strbuf_puts(&raw, "$$");
 						q += 2;
 						continue;
 					}
@@ -1378,7 +1345,7 @@ static int envfile_parse(struct ctx *ctx, const char *file, const char *buf, siz
 			const char *ve = p;
 			while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t' || ve[-1] == '\r'))
 				ve--;
-			sbuf_add(&raw, v, (size_t)(ve - v));
+			dv_strbuf_append(&raw, v, (size_t)(ve - v));
 			while (p < end && *p != '\n')
 				p++;
 		}
@@ -1399,7 +1366,7 @@ static int envfile_parse(struct ctx *ctx, const char *file, const char *buf, siz
 				rc = interp_string(ctx, &pos, raw.data ? raw.data : "", raw.len, envscope_lookup,
 				                   &scope, NULL, &value);
 			else
-				value = sbuf_take(&raw);
+				value = dv_strbuf_steal(&raw);
 			if (rc == 0) {
 				tkvs_add(out, key, value, &pos);
 				key = NULL;
@@ -1934,7 +1901,7 @@ out:
  * backslashes; no expansion). */
 static int shell_split(const char *s, struct dv_compose_strv *out, const char **why)
 {
-	struct sbuf w = {0};
+	struct dv_strbuf w = {0};
 	bool in_word = false;
 	int rc = 0;
 
@@ -1942,7 +1909,7 @@ static int shell_split(const char *s, struct dv_compose_strv *out, const char **
 		char c = *s;
 		if (c == ' ' || c == '\t' || c == '\n') {
 			if (in_word)
-				strv_push(out, sbuf_take(&w));
+				strv_push(out, dv_strbuf_steal(&w));
 			in_word = false;
 			s++;
 			continue;
@@ -1955,14 +1922,14 @@ static int shell_split(const char *s, struct dv_compose_strv *out, const char **
 				rc = -EINVAL;
 				break;
 			}
-			sbuf_add(&w, s + 1, (size_t)(close - s - 1));
+			dv_strbuf_append(&w, s + 1, (size_t)(close - s - 1));
 			if (!w.data)
-				sbuf_add(&w, "", 0);
+				dv_strbuf_append(&w, "", 0);
 			s = close + 1;
 		} else if (c == '"') {
 			s++;
 			if (!w.data)
-				sbuf_add(&w, "", 0);
+				dv_strbuf_append(&w, "", 0);
 			while (*s && *s != '"') {
 				if (*s == '\\' && s[1] && strchr("\"\\$`\n", s[1])) {
 					sbuf_addc(&w, s[1]);
@@ -1986,7 +1953,7 @@ static int shell_split(const char *s, struct dv_compose_strv *out, const char **
 		}
 	}
 	if (rc == 0 && in_word)
-		strv_push(out, sbuf_take(&w));
+		strv_push(out, dv_strbuf_steal(&w));
 	free(w.data);
 	return rc;
 }
@@ -2319,15 +2286,15 @@ static size_t svc_index(const struct dv_compose_project *p, const char *name)
 
 static char *service_list(const struct dv_compose_project *p)
 {
-	struct sbuf b = {0};
+	struct dv_strbuf b = {0};
 	for (size_t i = 0; i < p->n_services && i < 12; i++) {
 		if (i)
-			sbuf_adds(&b, ", ");
-		sbuf_adds(&b, p->services[i].name);
+			dv_strbuf_puts(&b, ", ");
+		dv_strbuf_puts(&b, p->services[i].name);
 	}
 	if (p->n_services > 12)
-		sbuf_adds(&b, ", ...");
-	return sbuf_take(&b);
+		dv_strbuf_puts(&b, ", ...");
+	return dv_strbuf_steal(&b);
 }
 
 static int add_dependency(struct ctx *ctx, const struct ynode *at, struct dv_compose_service *svc,
@@ -2481,14 +2448,14 @@ static int parse_healthcheck(struct ctx *ctx, const struct ynode *n, struct dv_c
 				items.items[i] = NULL;
 			}
 		} else if (rc == 0 && strcmp(items.items[0], "CMD-SHELL") == 0 && items.len > 1) {
-			struct sbuf b = {0};
+			struct dv_strbuf b = {0};
 			for (size_t i = 1; i < items.len; i++) {
 				if (i > 1)
 					sbuf_addc(&b, ' ');
-				sbuf_adds(&b, items.items[i]);
+				dv_strbuf_puts(&b, items.items[i]);
 			}
 			hc->shell = true;
-			strv_push(&hc->test, sbuf_take(&b));
+			strv_push(&hc->test, dv_strbuf_steal(&b));
 		} else if (rc == 0) {
 			rc = fail(ctx, test->items[0], "healthcheck.test must start with \"CMD\" or \"CMD-SHELL\" followed by the "
 			                     "command, or be [\"NONE\"] (got '%s'%s)",
@@ -2933,11 +2900,11 @@ static int traefik_rule(struct ctx *ctx, const struct tkv *label, struct dv_comp
 		}
 	}
 	if (rc == 0 && rp.ignored.len) {
-		struct sbuf b = {0};
+		struct dv_strbuf b = {0};
 		for (size_t i = 0; i < rp.ignored.len; i++) {
 			if (i)
-				sbuf_adds(&b, ", ");
-			sbuf_adds(&b, rp.ignored.items[i]);
+				dv_strbuf_puts(&b, ", ");
+			dv_strbuf_puts(&b, rp.ignored.items[i]);
 		}
 		warn_pos(ctx, &label->pos, "Traefik rule %s: davit routes by Host() and PathPrefix() only; "
 		                           "ignored: %s", label->key, b.data);
@@ -3730,14 +3697,14 @@ out:
 static char *sanitize_project_name(const char *dir)
 {
 	const char *base = strrchr(dir, '/');
-	struct sbuf b = {0};
+	struct dv_strbuf b = {0};
 	base = base ? base + 1 : dir;
 	for (const char *c = base; *c; c++) {
 		char l = lower(*c);
 		if ((l >= 'a' && l <= 'z') || is_digit(l) || ((l == '_' || l == '-') && b.len > 0))
 			sbuf_addc(&b, l);
 	}
-	return sbuf_take(&b);
+	return dv_strbuf_steal(&b);
 }
 
 static int project_name(struct ctx *ctx, const struct ynode *name_node, const struct dv_compose_options *opts)
@@ -3804,11 +3771,11 @@ static int check_cycles(struct ctx *ctx)
 				for (size_t i = 1; i < len; i++)
 					if (node[k + i] < node[k + start])
 						start = i;
-				struct sbuf msg = {0};
+				struct dv_strbuf msg = {0};
 				for (size_t i = 0; i <= len; i++) {
 					if (i)
-						sbuf_adds(&msg, " -> ");
-					sbuf_adds(&msg, p->services[node[k + (start + i) % len]].name);
+						dv_strbuf_puts(&msg, " -> ");
+					dv_strbuf_puts(&msg, p->services[node[k + (start + i) % len]].name);
 				}
 				size_t from = node[k + start], to = node[k + (start + 1) % len];
 				const struct dv_compose_service *fs = &p->services[from];

@@ -7,39 +7,26 @@
  */
 #include "compose/compose.h"
 #include "core/alloc.h"
+#include "core/strbuf.h"
 
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-struct jbuf {
-	char *data;
-	size_t len;
-	size_t cap;
-};
-
-static void j_raw(struct jbuf *b, const char *s, size_t n)
+/* The output buffer is core/strbuf's. */
+static void j_raw(struct dv_strbuf *b, const char *s, size_t n)
 {
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 1024;
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		b->data = dv_xrealloc(b->data, cap);
-		b->cap = cap;
-	}
-	memcpy(b->data + b->len, s, n);
-	b->len += n;
-	b->data[b->len] = '\0';
+	dv_strbuf_append(b, s, n);
 }
 
-static void j_lit(struct jbuf *b, const char *s)
+static void j_lit(struct dv_strbuf *b, const char *s)
 {
 	j_raw(b, s, strlen(s));
 }
 
 /* A comma unless this is the first member of an object or array. */
-static void j_sep(struct jbuf *b)
+static void j_sep(struct dv_strbuf *b)
 {
 	if (b->len && b->data[b->len - 1] != '{' && b->data[b->len - 1] != '[' && b->data[b->len - 1] != ':')
 		j_raw(b, ",", 1);
@@ -81,7 +68,7 @@ static size_t utf8_len(const unsigned char *s, size_t avail)
 
 /* A JSON string; bytes that are not UTF-8 (only possible from the process
  * environment or file system) are written as \u00XX. */
-static void j_str(struct jbuf *b, const char *s)
+static void j_str(struct dv_strbuf *b, const char *s)
 {
 	const unsigned char *p = (const unsigned char *)(s ? s : "");
 	size_t left = s ? strlen(s) : 0;
@@ -119,20 +106,20 @@ out:
 	return;
 }
 
-static void j_key(struct jbuf *b, const char *key)
+static void j_key(struct dv_strbuf *b, const char *key)
 {
 	j_sep(b);
 	j_str(b, key);
 	j_raw(b, ":", 1);
 }
 
-static void j_kstr(struct jbuf *b, const char *key, const char *value)
+static void j_kstr(struct dv_strbuf *b, const char *key, const char *value)
 {
 	j_key(b, key);
 	j_str(b, value);
 }
 
-static void j_kuint(struct jbuf *b, const char *key, uint64_t value)
+static void j_kuint(struct dv_strbuf *b, const char *key, uint64_t value)
 {
 	char num[32];
 	j_key(b, key);
@@ -141,7 +128,7 @@ static void j_kuint(struct jbuf *b, const char *key, uint64_t value)
 }
 
 /* 0 means "not set": null. */
-static void j_kuint_or_null(struct jbuf *b, const char *key, uint64_t value)
+static void j_kuint_or_null(struct dv_strbuf *b, const char *key, uint64_t value)
 {
 	if (value)
 		j_kuint(b, key, value);
@@ -149,13 +136,13 @@ static void j_kuint_or_null(struct jbuf *b, const char *key, uint64_t value)
 		j_kstr(b, key, NULL);
 }
 
-static void j_kbool(struct jbuf *b, const char *key, bool value)
+static void j_kbool(struct dv_strbuf *b, const char *key, bool value)
 {
 	j_key(b, key);
 	j_lit(b, value ? "true" : "false");
 }
 
-static void j_strv(struct jbuf *b, const struct dv_compose_strv *v)
+static void j_strv(struct dv_strbuf *b, const struct dv_compose_strv *v)
 {
 	j_raw(b, "[", 1);
 	for (size_t i = 0; i < v->len; i++) {
@@ -165,7 +152,7 @@ static void j_strv(struct jbuf *b, const struct dv_compose_strv *v)
 	j_raw(b, "]", 1);
 }
 
-static void j_kstrv(struct jbuf *b, const char *key, const struct dv_compose_strv *v, bool present)
+static void j_kstrv(struct dv_strbuf *b, const char *key, const struct dv_compose_strv *v, bool present)
 {
 	j_key(b, key);
 	if (present)
@@ -174,7 +161,7 @@ static void j_kstrv(struct jbuf *b, const char *key, const struct dv_compose_str
 		j_lit(b, "null");
 }
 
-static void j_kkv(struct jbuf *b, const char *key, const struct dv_compose_kv *kv, size_t n)
+static void j_kkv(struct dv_strbuf *b, const char *key, const struct dv_compose_kv *kv, size_t n)
 {
 	j_key(b, key);
 	j_raw(b, "{", 1);
@@ -183,7 +170,7 @@ static void j_kkv(struct jbuf *b, const char *key, const struct dv_compose_kv *k
 	j_raw(b, "}", 1);
 }
 
-static void j_resources(struct jbuf *b, const char *key, const struct dv_compose_resources *r)
+static void j_resources(struct dv_strbuf *b, const char *key, const struct dv_compose_resources *r)
 {
 	j_key(b, key);
 	j_raw(b, "{", 1);
@@ -227,7 +214,7 @@ static const char *const failure_action_names[] = {
 	[DV_COMPOSE_FAILURE_CONTINUE] = "continue",
 };
 
-static void j_service(struct jbuf *b, const struct dv_compose_service *s)
+static void j_service(struct dv_strbuf *b, const struct dv_compose_service *s)
 {
 	j_raw(b, "{", 1);
 
@@ -385,7 +372,7 @@ static void j_service(struct jbuf *b, const struct dv_compose_service *s)
 	j_raw(b, "}", 1);
 }
 
-static void j_resource_map(struct jbuf *b, const char *key, const struct dv_compose_resource *r, size_t n,
+static void j_resource_map(struct dv_strbuf *b, const char *key, const struct dv_compose_resource *r, size_t n,
                            bool network)
 {
 	j_key(b, key);
@@ -403,7 +390,7 @@ static void j_resource_map(struct jbuf *b, const char *key, const struct dv_comp
 	j_raw(b, "}", 1);
 }
 
-static char *j_finish(struct jbuf *b, size_t *len)
+static char *j_finish(struct dv_strbuf *b, size_t *len)
 {
 	if (len)
 		*len = b->len;
@@ -412,14 +399,14 @@ static char *j_finish(struct jbuf *b, size_t *len)
 
 char *dv_compose_service_to_json(const struct dv_compose_service *service, size_t *len)
 {
-	struct jbuf b = {0};
+	struct dv_strbuf b = {0};
 	j_service(&b, service);
 	return j_finish(&b, len);
 }
 
 char *dv_compose_project_to_json(const struct dv_compose_project *project, size_t *len)
 {
-	struct jbuf b = {0};
+	struct dv_strbuf b = {0};
 
 	j_raw(&b, "{", 1);
 	j_kstr(&b, "name", project->name);
