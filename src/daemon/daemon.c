@@ -364,6 +364,8 @@ int dv_daemon_run(const struct dv_daemon_options *o)
 		.drain_timeout_ms = o->drain_timeout_ms ? o->drain_timeout_ms : 30000,
 		.deploy_timeout_ms = o->deploy_timeout_ms ? o->deploy_timeout_ms : 15 * 60000,
 		.port_base = 20000,
+		.docker_loopback = o->docker_loopback,
+		.keep_images = o->keep_images,
 	};
 	d.engine = dv_engine_new(&ec, &err);
 	if (!d.engine)

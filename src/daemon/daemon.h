@@ -3,6 +3,7 @@
 #ifndef DV_DAEMON_DAEMON_H
 #define DV_DAEMON_DAEMON_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct dv_daemon_options {
@@ -12,6 +13,8 @@ struct dv_daemon_options {
 	uint64_t health_timeout_ms;  /* 0: 60 s */
 	uint64_t drain_timeout_ms;   /* 0: 30 s */
 	uint64_t deploy_timeout_ms;  /* 0: 15 min */
+	bool docker_loopback;        /* --docker-upstream loopback (see dv_engine_config) */
+	unsigned keep_images;        /* --keep-images N; 0: 5 */
 };
 
 /* Runs until SIGTERM/SIGINT or POST /v1/shutdown; returns the exit status.

@@ -13,9 +13,11 @@
 #include "core/alloc.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "deploy/container.h"
 #include "deploy/plan.h"
 #include "health/health.h"
 #include "proxy/router.h"
+#include "runtime/mux.h"
 #include "runtime/process.h"
 #include "runtime/runtime.h"
 #include "store/store.h"
@@ -62,6 +64,7 @@ struct replica {
 	char last_health[256];
 	int last_exit;
 	bool has_exit;
+	char *adopt_id;       /* a running container to attach to at the next spawn (recovery) */
 };
 
 struct service {
@@ -138,6 +141,11 @@ struct dv_engine {
 	} *deferred;
 	size_t ndeferred;
 	struct dv_timer deferred_timer;
+	/* Running containers found at recovery (adopt_recovered): taken by the
+	 * replicas of the serving releases, the rest removed. */
+	struct dv_replica_ref *found;
+	size_t nfound;
+	bool *found_taken;
 };
 
 static unsigned publish_routes(struct dv_engine *e);
@@ -146,6 +154,7 @@ static void deploy_step(struct deploy *d);
 static void deploy_fail(struct deploy *d, const char *why);
 static void replica_stop(struct replica *r);
 static void shutdown_check(struct dv_loop *loop, struct dv_timer *t);
+static void prune_images(struct app *a);
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -315,7 +324,8 @@ static void record_replica(struct replica *r)
 	if (r->rt) {
 		struct dv_replica_info info;
 		char *err = NULL;
-		if (dv_runtime_inspect(e->rt, r->rt, &info, &err) == 0) {
+		/* A container's pid is not ours to kill at recovery: not recorded. */
+		if (!dv_mux_is_container(r->rt) && dv_runtime_inspect(e->rt, r->rt, &info, &err) == 0) {
 			rec.pid = info.pid;
 			rec.proc_start = info.start_ticks;
 		}
@@ -398,6 +408,7 @@ static void replica_free(struct replica *r)
 		dv_runtime_remove(e->rt, r->rt, &err);
 		free(err);
 	}
+	free(r->adopt_id);
 	free(r);
 }
 
@@ -497,6 +508,24 @@ static void fast_probe(struct dv_loop *loop, struct dv_timer *t)
 		dv_timer_set(loop, t, dv_loop_update_now(loop) + PROBE_FAST_MS);
 }
 
+/* Where the proxy and the health checks reach a replica: the driver's
+ * address for it (a container on its network), else 127.0.0.1:port. */
+static void replica_address(struct replica *r, struct dv_sockaddr *sa)
+{
+	struct dv_engine *e = r->svc->app->engine;
+	memset(sa, 0, sizeof *sa);
+	unsigned len = 0;
+	if (r->rt && dv_runtime_address(e->rt, r->rt, &sa->addr, &len) == 0) {
+		sa->len = len;
+		return;
+	}
+	struct sockaddr_in *sin = (struct sockaddr_in *)&sa->addr;
+	sin->sin_family = AF_INET;
+	sin->sin_port = htons(r->port);
+	sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sa->len = sizeof *sin;
+}
+
 static void start_health(struct replica *r)
 {
 	struct dv_engine *e = r->svc->app->engine;
@@ -513,11 +542,7 @@ static void start_health(struct replica *r)
 	}
 	struct dv_health_spec spec;
 	memset(&spec, 0, sizeof spec);
-	struct sockaddr_in *sin = (struct sockaddr_in *)&spec.target.addr;
-	sin->sin_family = AF_INET;
-	sin->sin_port = htons(r->port);
-	sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	spec.target.len = sizeof *sin;
+	replica_address(r, &spec.target);
 	char **env = NULL;
 	switch (p->health) {
 	case DV_PLAN_HEALTH_HTTP:
@@ -547,6 +572,64 @@ static void start_health(struct replica *r)
 		dv_timer_set(e->config.loop, &e->probe_timer, loop_now(e) + PROBE_FAST_MS);
 }
 
+/* A container replica runs once its image is there and its start gates
+ * passed (docker.h): only then is it probed. */
+static void replica_running(struct dv_replica *handle, void *arg)
+{
+	struct replica *r = arg;
+	if (r->leaving || r->state != R_STARTING)
+		return;
+	if (r->svc->plan->health == DV_PLAN_HEALTH_NONE) {
+		health_changed(NULL, DV_HEALTH_HEALTHY, "running (no health check)", r);
+		return;
+	}
+	start_health(r);
+	record_replica(r);
+}
+
+static int container_spawn(struct replica *r, char **err)
+{
+	struct dv_engine *e = r->svc->app->engine;
+	const struct dv_plan_service *p = r->svc->plan;
+	struct dv_engine_cspec cs;
+	dv_engine_cspec_build(&cs, p, r->svc->app->name, r->release, r->index, r->port, e->config.docker_loopback,
+	                      e->config.health_timeout_ms, r->adopt_id);
+	char release[32], name[48];
+	snprintf(release, sizeof release, "%lld", (long long)r->release);
+	snprintf(name, sizeof name, "r%lld-%u", (long long)r->release, r->index);
+	char *log_dir = dv_xasprintf("%s/logs/%s", e->config.state_dir, r->svc->app->name);
+	struct dv_replica_spec spec = {
+		.app = r->svc->app->name,
+		.service = r->svc->name,
+		.release = release,
+		.index = r->index,
+		.name = name,
+		.env = cs.env,
+		.stop_timeout_ms = 10000,
+		.memory_limit = p->memory_limit,
+		.cpu_limit = p->cpu_limit,
+		.container = &cs.spec,
+		.on_running = replica_running,
+		.log_dir = log_dir,
+	};
+	int rc = dv_runtime_start(e->rt, &spec, replica_exited, r, &r->rt, err);
+	dv_engine_cspec_dispose(&cs);
+	free(log_dir);
+	free(r->adopt_id);
+	r->adopt_id = NULL;
+	if (rc != 0) {
+		r->rt = NULL;
+		return -1;
+	}
+	r->state = R_STARTING;
+	r->started_at = unix_ms();
+	r->has_exit = false;
+	snprintf(r->last_health, sizeof r->last_health, "starting (container)");
+	record_replica(r);
+	log_subs_attach(e, r);
+	return 0;
+}
+
 static int replica_spawn(struct replica *r, char **err)
 {
 	struct dv_engine *e = r->svc->app->engine;
@@ -561,6 +644,8 @@ static int replica_spawn(struct replica *r, char **err)
 		free(rerr);
 		r->rt = NULL;
 	}
+	if (p->container)
+		return container_spawn(r, err);
 	char **env;
 	build_env(r, &env);
 	/* A simple command line ("node server.js") is exec'd by the shell, so the
@@ -840,12 +925,7 @@ static void add_service_routes(struct dv_route_table *t, struct service *s)
 		if (r->state != R_HEALTHY || r->leaving)
 			continue;
 		struct dv_sockaddr sa;
-		memset(&sa, 0, sizeof sa);
-		struct sockaddr_in *sin = (struct sockaddr_in *)&sa.addr;
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons(r->port);
-		sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		sa.len = sizeof *sin;
+		replica_address(r, &sa);
 		dv_upstream_pool_add(pool, &sa);
 	}
 	char *err = NULL;
@@ -1073,8 +1153,28 @@ static void drain_poll(struct dv_loop *loop, struct dv_timer *t)
 	store_transition(d, DV_STORE_DEPLOY_SUCCEEDED, NULL);
 	event(a->engine, a->name, "deploy.succeeded", "release %lld (%u services replaced)", (long long)d->release,
 	      d->changed);
+	prune_images(a);
 	publish_routes(a->engine);
 	deploy_finish(d, true);
+}
+
+/* Images of releases beyond the newest keep_images go (the serving and
+ * previous releases' never), so that disks do not fill. */
+static void prune_images(struct app *a)
+{
+	struct dv_runtime *d = dv_mux_docker_if_any(a->engine->rt);
+	bool any = false;
+	for (size_t i = 0; a->plan && i < a->plan->n; i++)
+		if (a->plan->services[i].container)
+			any = true;
+	if (!d || !any)
+		return;
+	char cur[32], prev[32];
+	snprintf(cur, sizeof cur, "%lld", (long long)a->release);
+	snprintf(prev, sizeof prev, "%lld", (long long)(a->deploy ? a->deploy->previous : 0));
+	char *in_use[] = {cur, prev, NULL};
+	dv_docker_prune_images(d, a->name, a->engine->config.keep_images ? a->engine->config.keep_images : 5, in_use, NULL,
+	                       NULL);
 }
 
 /* Moves a service's pending replicas into service: they become active, the
@@ -1115,6 +1215,13 @@ static void deploy_health_timeout(struct dv_loop *loop, struct dv_timer *t)
 {
 	struct deploy *d = dv_container_of(t, struct deploy, health_timer);
 	struct service *s = d->current;
+	/* A container still being built or pulled is not late yet: its own
+	 * start gates are bounded, the deploy's deadline bounds the rest. */
+	for (struct replica *r = s->pending; r; r = r->next)
+		if (s->plan->container && r->state == R_STARTING && !r->hc && r->rt) {
+			dv_timer_set(loop, t, dv_loop_update_now(loop) + d->app->engine->config.health_timeout_ms);
+			return;
+		}
 	struct dv_strbuf why;
 	dv_strbuf_init(&why);
 	dv_strbuf_printf(&why, "service %s: new replicas did not become healthy within %llu ms", s->name,
@@ -1377,11 +1484,13 @@ struct dv_engine *dv_engine_new(const struct dv_engine_config *config, char **er
 	 * one machine (tests, a staging daemon) rarely pick the same port at the
 	 * same moment (each port is checked free, but only just before use). */
 	e->next_port = (uint16_t)(e->config.port_base + (unsigned)getpid() * 37u % 10000u);
-	e->rt = dv_process_new(config->loop, NULL, err);
-	if (!e->rt) {
+	struct dv_runtime *process = dv_process_new(config->loop, NULL, err);
+	if (!process) {
 		free(e);
 		return NULL;
 	}
+	struct dv_docker_options dopts = {.state_dir = config->state_dir};
+	e->rt = dv_mux_new(config->loop, process, &dopts);
 	e->shutdown_check.cb = shutdown_check;
 	e->probe_timer.cb = fast_probe;
 	e->deferred_timer.cb = deferred_poll;
@@ -1523,6 +1632,76 @@ static bool service_was_stopped(struct dv_engine *e, const char *app, const char
 	return stopped && stopped > newest_event(e, app, "deploy.started", NULL);
 }
 
+/* A running container of replica `index` of that release, if recovery found
+ * one: its id (caller frees), and it counts as taken. */
+static char *adoptable_take(struct dv_engine *e, const char *app, const char *service, int64_t release, unsigned index,
+                            unsigned *port)
+{
+	char rel[32];
+	snprintf(rel, sizeof rel, "%lld", (long long)release);
+	for (size_t i = 0; i < e->nfound; i++) {
+		const struct dv_replica_ref *f = &e->found[i];
+		if (e->found_taken[i] || !f->app || !f->service || !f->release || !f->id || strcmp(f->app, app) != 0 ||
+		    strcmp(f->service, service) != 0 || strcmp(f->release, rel) != 0 || f->index != index)
+			continue;
+		const struct dv_plan_service *p = NULL;
+		for (struct app *a = e->apps; a && !p; a = a->next)
+			if (strcmp(a->name, app) == 0)
+				p = dv_plan_service(a->plan, service);
+		/* Loopback mode routes to the published port: one without it
+		 * (started in address mode) is replaced instead. */
+		if (e->config.docker_loopback && p && p->port && !f->loopback_port)
+			continue;
+		*port = f->loopback_port;
+		e->found_taken[i] = true;
+		dv_log_info("engine", "%s/%s#%u: adopting its running container %.12s (not restarted)", app, service, index,
+		            f->id);
+		return dv_xstrdup(f->id);
+	}
+	return NULL;
+}
+
+/* Recovery: lists davit's running containers (a blocking call, once, before
+ * the daemon serves) when some app's serving release has containers. */
+static void adoptable_find(struct dv_engine *e, const struct dv_store_app *apps, size_t napps)
+{
+	bool any = false;
+	for (size_t i = 0; i < napps && !any; i++) {
+		struct dv_store_release *rel = NULL;
+		char *err = NULL;
+		if (dv_store_release_current(e->config.store, apps[i].name, e->config.environment, &rel, &err) == 0 && rel &&
+		    strstr(rel->compose_json, "\"kind\":\"container\""))
+			any = true;
+		dv_store_release_free(rel);
+		free(err);
+	}
+	if (!any)
+		return;
+	char *err = NULL;
+	struct dv_runtime *d = dv_mux_docker(e->rt, &err);
+	if (!d || dv_runtime_list(d, NULL, 0, &e->found, &e->nfound, &err) != 0) {
+		dv_log_warn("engine", "cannot list running containers to adopt them: %s", err ? err : "?");
+		free(err);
+		return;
+	}
+	e->found_taken = dv_xcalloc(e->nfound + 1, sizeof *e->found_taken);
+}
+
+/* What recovery did not adopt goes: a container of an older or unfinished
+ * release, or of an app that is down. */
+static void adoptable_finish(struct dv_engine *e)
+{
+	struct dv_runtime *d = dv_mux_docker_if_any(e->rt);
+	for (size_t i = 0; d && i < e->nfound; i++)
+		if (!e->found_taken[i] && e->found[i].id)
+			dv_docker_remove_container(d, e->found[i].id);
+	dv_replica_refs_free(e->found, e->nfound);
+	free(e->found_taken);
+	e->found = NULL;
+	e->found_taken = NULL;
+	e->nfound = 0;
+}
+
 /* Starts the serving release of an app (daemon start). */
 static int app_start_current(struct dv_engine *e, const char *name, char **err)
 {
@@ -1554,6 +1733,12 @@ static int app_start_current(struct dv_engine *e, const char *name, char **err)
 			}
 			r->next = s->active;
 			s->active = r;
+			if (s->plan->container) {
+				unsigned port = 0;
+				r->adopt_id = adoptable_take(e, name, s->name, a->release, k, &port);
+				if (r->adopt_id && e->config.docker_loopback && s->plan->port)
+					r->port = (uint16_t)port; /* where it is published already */
+			}
 			if (replica_spawn(r, &rerr) != 0) {
 				dv_log_error("engine", "%s/%s#%u: %s", name, s->name, k, rerr);
 				free(rerr);
@@ -1624,9 +1809,11 @@ int dv_engine_recover(struct dv_engine *e, char **err)
 		event(e, deps[i].app, "deploy.interrupted", "deployment %lld of release %lld was interrupted by a daemon "
 		      "restart and rolled back", (long long)deps[i].id, (long long)deps[i].release);
 	}
-	/* 3. Every app's serving release runs again. */
+	/* 3. Every app's serving release runs again (running containers of it
+	 * are adopted). */
 	if (dv_store_app_list(e->config.store, &apps, &napps, err) != 0)
 		goto out;
+	adoptable_find(e, apps, napps);
 	for (size_t i = 0; i < napps; i++) {
 		char *aerr = NULL;
 		if (app_start_current(e, apps[i].name, &aerr) != 0) {
@@ -1634,6 +1821,7 @@ int dv_engine_recover(struct dv_engine *e, char **err)
 			free(aerr);
 		}
 	}
+	adoptable_finish(e);
 	publish_routes(e);
 	rc = 0;
 out:
@@ -1687,6 +1875,24 @@ static int find_service_key(const char *path, const char *name, unsigned *line_o
 	return rc;
 }
 
+/* A plan with containers needs a reachable engine: say so now, in one
+ * sentence, rather than as a replica that failed to start. */
+static int engine_check_docker(struct dv_engine *e, const struct dv_plan *plan, char **err)
+{
+	for (size_t i = 0; i < plan->n; i++) {
+		if (!plan->services[i].container)
+			continue;
+		struct dv_runtime *d = dv_mux_docker(e->rt, err);
+		return d ? dv_docker_check(d, err) : -1;
+	}
+	return 0;
+}
+
+struct dv_runtime *dv_engine_docker(struct dv_engine *e, char **err)
+{
+	return dv_mux_docker(e->rt, err);
+}
+
 int dv_engine_deploy_file(struct dv_engine *e, const char *path, const char *const *env_list,
                           dv_engine_done_cb done, void *arg, char **err)
 {
@@ -1709,10 +1915,25 @@ int dv_engine_deploy_file(struct dv_engine *e, const char *path, const char *con
 	}
 	size_t len;
 	json = dv_compose_project_to_json(project, &len);
+	{
+		/* Build contexts are part of the release (a changed context is a
+		 * changed service). */
+		size_t dlen;
+		char *with = dv_plan_add_build_digests(json, len, &dlen, err);
+		if (!with)
+			goto out;
+		free(json);
+		json = with;
+		len = dlen;
+	}
 	/* Check that it is something we can run before storing it. */
 	struct dv_plan *plan = dv_plan_from_json(json, len, e->config.environment, err);
 	if (!plan)
 		goto out;
+	if (engine_check_docker(e, plan, err) != 0) {
+		dv_plan_free(plan);
+		goto out;
+	}
 	for (size_t i = 0; i < plan->n; i++) {
 		if (plan->services[i].unsupported) {
 			unsigned line = 0, col = 0;

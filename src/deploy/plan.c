@@ -68,7 +68,7 @@ static int service_from_json(struct dv_plan_service *s, const char *name, const 
 	s->name = dv_xstrdup(name);
 	s->json = dv_strbuf_steal(&b);
 	const char *kind = dv_jv_str(j, "kind", "");
-	if (strcmp(kind, "native") != 0) {
+	if (strcmp(kind, "native") != 0 && strcmp(kind, "container") != 0) {
 		s->unsupported = dv_xasprintf(
 			"service '%s' is a %s service: this davit runs native services only (give it x-davit.run: "
 			"COMMAND); the Docker runtime comes next",
@@ -177,7 +177,7 @@ static int service_from_json(struct dv_plan_service *s, const char *name, const 
 		s->restart = DV_PLAN_RESTART_ALWAYS; /* always, unless-stopped, or unset: a platform supervises */
 	int64_t rmax = dv_jv_int(restart, "max_retries", 0);
 	s->restart_max = rmax > 0 ? (unsigned)rmax : 0;
-	if (!s->unsupported && (!s->run || !*s->run)) {
+	if (!s->unsupported && strcmp(kind, "container") != 0 && (!s->run || !*s->run)) {
 		*err = dv_xasprintf("service '%s' has no x-davit.run command", name);
 		return -1;
 	}
@@ -196,6 +196,7 @@ static void service_dispose(struct dv_plan_service *s)
 	free(s->health_cmd);
 	strv_free(s->domains);
 	strv_free(s->depends_on);
+	dv_plan_container_free(s->container);
 }
 
 struct dv_plan *dv_plan_from_json(const char *json, size_t len, const char *environment, char **err)
@@ -222,6 +223,9 @@ struct dv_plan *dv_plan_from_json(const char *json, size_t len, const char *envi
 		}
 		plan->n++;
 		if (service_from_json(&plan->services[plan->n - 1], sname, sj, environment, err) != 0)
+			goto fail;
+		if (strcmp(dv_jv_str(sj, "kind", ""), "container") == 0 &&
+		    dv_plan_container_parse(&plan->services[plan->n - 1], root, sj, err) != 0)
 			goto fail;
 	}
 	dv_jv_free(root);

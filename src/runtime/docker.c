@@ -59,7 +59,7 @@ struct msg {
 
 /* ---- jobs for the job threads ---- */
 
-enum job_type { J_START, J_STOP, J_WAIT, J_PRUNE, J_VOLUMES };
+enum job_type { J_START, J_STOP, J_WAIT, J_PRUNE, J_VOLUMES, J_REMOVE };
 
 struct start_net {
 	char *name;
@@ -78,6 +78,7 @@ struct job {
 	size_t n_nets;
 	char **volumes, **bind_dirs;
 	unsigned app_port;
+	uint16_t loopback_port;
 	bool wait_port;
 	uint64_t health_wait_ms;
 	/* J_PRUNE / J_VOLUMES */
@@ -822,6 +823,31 @@ static bool port_accepts(const struct sockaddr_storage *ss, socklen_t len)
 	return ok;
 }
 
+/* Through the port published on loopback: Docker's userland proxy accepts
+ * every connection and closes it at once while nothing listens inside, so
+ * "accepted and still open after a moment" means the app listens (and a
+ * refused connect, where the engine publishes with NAT, means it does not). */
+static bool loopback_port_ready(uint16_t port)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return false;
+	bool ok = false;
+	if (connect(fd, (struct sockaddr *)&sin, sizeof sin) == 0) {
+		struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
+		int n = poll(&p, 1, 150);
+		if (n == 0) {
+			ok = true; /* still open, nothing said: a server waiting for a request */
+		} else if (n == 1) {
+			char b;
+			ok = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 1; /* a greeting (redis, smtp...) */
+		}
+	}
+	close(fd);
+	return ok;
+}
+
 static bool stop_asked(struct dk_runtime *rt, struct dv_replica *r)
 {
 	pthread_mutex_lock(&rt->lock);
@@ -989,13 +1015,14 @@ gates:;
 		}
 		pthread_mutex_lock(&rt->lock);
 		r->pid = pid;
-		if (sl && j->app_port) {
+		if (sl && j->app_port && !j->loopback_port) { /* loopback mode: the engine uses 127.0.0.1 */
 			r->addr = ss;
 			r->addr_len = sl;
 		}
 		pthread_mutex_unlock(&rt->lock);
 		bool health_ok = !*health || strcmp(health, "healthy") == 0;
-		bool port_ok = !j->wait_port || !j->app_port || (sl && port_accepts(&ss, sl));
+		bool port_ok = !j->wait_port || !j->app_port ||
+		               (j->loopback_port ? loopback_port_ready(j->loopback_port) : sl && port_accepts(&ss, sl));
 		if (health_ok && port_ok)
 			break;
 		if (strcmp(health, "unhealthy") == 0 && !reported_unhealthy) {
@@ -1017,7 +1044,7 @@ gates:;
 			goto out;
 		}
 		sleep_ms(GATE_POLL_MS);
-		waited += GATE_POLL_MS + (j->wait_port ? 0 : 0);
+		waited += GATE_POLL_MS;
 	}
 	post_simple(rt, M_RUNNING, r, 0);
 	goto out;
@@ -1325,6 +1352,15 @@ static void *job_thread(void *arg)
 		case J_WAIT: job_wait(rt, c, j); break;
 		case J_PRUNE: job_prune(rt, c, j, &report, &rc); break;
 		case J_VOLUMES: job_volumes(rt, c, j, &report, &rc); break;
+		case J_REMOVE: {
+			char *err = NULL;
+			if (remove_container(rt, c, j->app, &err) != 0)
+				dv_log_warn("docker", "removing the leftover container %.12s: %s", j->app, err);
+			else
+				dv_log_info("docker", "removed the leftover container %.12s", j->app);
+			free(err);
+			break;
+		}
 		}
 		if (j->done) {
 			struct msg *m = dv_xcalloc(1, sizeof *m);
@@ -1591,6 +1627,7 @@ static int dk_start(struct dv_runtime *base, const struct dv_replica_spec *spec,
 			j->bind_dirs[nb++] = dv_xstrdup(m->source);
 	}
 	j->app_port = c->app_port;
+	j->loopback_port = c->loopback_port;
 	j->wait_port = c->wait_port;
 	j->health_wait_ms = c->health_wait_ms;
 	r->started_at_ms = realtime_ms();
@@ -1687,6 +1724,10 @@ static int dk_list(struct dv_runtime *base, const struct dv_replica_ref *known, 
 		ref->release = dup_or_null(dv_jv_str(labels, "davit.release", NULL));
 		ref->name = dup_or_null(dv_jv_str(labels, "davit.name", NULL));
 		ref->index = (unsigned)strtoul(dv_jv_str(labels, "davit.replica", "0"), NULL, 10);
+		const struct dv_jv *ports = dv_jv_get(&v->items[i], "Ports");
+		for (size_t k = 0; ports && ports->type == DV_JV_ARRAY && k < ports->len; k++)
+			if (strcmp(dv_jv_str(&ports->items[k], "IP", ""), "127.0.0.1") == 0)
+				ref->loopback_port = (unsigned)dv_jv_int(&ports->items[k], "PublicPort", 0);
 	}
 	dv_jv_free(v);
 	resp_reset(&resp);
@@ -1953,5 +1994,13 @@ void dv_docker_app_volumes(struct dv_runtime *base, const char *app, bool remove
 	j->remove = remove;
 	j->done = done;
 	j->arg = arg;
+	queue_job((struct dk_runtime *)base, j);
+}
+
+void dv_docker_remove_container(struct dv_runtime *base, const char *id)
+{
+	struct job *j = dv_xcalloc(1, sizeof *j);
+	j->type = J_REMOVE;
+	j->app = dv_xstrdup(id); /* the id travels in the app field */
 	queue_job((struct dk_runtime *)base, j);
 }

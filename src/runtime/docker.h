@@ -77,4 +77,7 @@ void dv_docker_prune_images(struct dv_runtime *rt, const char *app, unsigned kee
  * (and the app's networks) and reports what it deleted. */
 void dv_docker_app_volumes(struct dv_runtime *rt, const char *app, bool remove, dv_docker_done_cb done, void *arg);
 
+/* Stops and removes a container by id (a leftover recovery did not adopt). */
+void dv_docker_remove_container(struct dv_runtime *rt, const char *id);
+
 #endif

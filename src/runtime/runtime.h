@@ -180,6 +180,7 @@ struct dv_replica_ref {
 	int pid;                  /* process driver: pid and its start ticks */
 	uint64_t start_ticks;
 	char *id;                 /* container id (docker driver); NULL otherwise */
+	unsigned loopback_port;   /* docker: the host port published on 127.0.0.1 (0: none) */
 };
 
 struct dv_runtime_driver {
