@@ -1,4 +1,5 @@
 #include "daemon/daemon.h"
+#include "daemon/docker_api.h"
 
 #include "api/server.h"
 #include "core/alloc.h"
@@ -30,6 +31,7 @@ struct daemon {
 	struct dv_engine *engine;
 	struct dv_api_server *api;
 	struct dv_io signal_io;
+	const char *state_dir;
 	bool stopping;
 	int exit_status;
 };
@@ -240,6 +242,8 @@ static void handle_api(struct dv_api_request *req, void *arg)
 		free(err);
 		free(service);
 		free(tail);
+	} else if (strncmp(path, "/v1/volumes", 11) == 0 || strncmp(path, "/v1/registry/", 13) == 0) {
+		dv_daemon_docker_api(req, d->engine, d->state_dir, app);
 	} else if (post && strcmp(path, "/v1/shutdown") == 0) {
 		dv_api_respond(req, 200, "application/json", "{\"ok\":true}\n", 12);
 		raise(SIGTERM);
@@ -289,6 +293,7 @@ int dv_daemon_run(const struct dv_daemon_options *o)
 	struct daemon d;
 	memset(&d, 0, sizeof d);
 	d.signal_io.fd = -1;
+	d.state_dir = o->state_dir;
 	int pid_fd = -1;
 	char *run_dir = dv_xasprintf("%s/run", o->state_dir);
 	char *log_dir = dv_xasprintf("%s/logs", o->state_dir);

@@ -97,7 +97,7 @@ struct app {
 	unsigned drain_gen;     /* route table generation that dropped them */
 };
 
-enum deploy_phase { D_START_NEXT, D_WAIT_HEALTHY, D_DRAIN, D_DONE };
+enum deploy_phase { D_START_NEXT, D_STOP_OLD, D_WAIT_HEALTHY, D_DRAIN, D_DONE };
 
 struct deploy {
 	struct app *app;
@@ -120,6 +120,9 @@ struct deploy {
 	bool rollback_of_release;    /* a rollback command (for the report) */
 	uint64_t last_healthy_ns;    /* when the current service's last new replica passed */
 	unsigned changed;
+	struct service **stopped_first; /* stop-first services whose old replicas this deploy stopped */
+	size_t nstopped_first;
+	struct dv_timer stop_old_timer;  /* D_STOP_OLD: polls until they are gone */
 };
 
 struct dv_engine {
@@ -990,6 +993,8 @@ static void deploy_free(struct deploy *d)
 	dv_timer_cancel(loop, &d->health_timer);
 	dv_timer_cancel(loop, &d->deadline_timer);
 	dv_timer_cancel(loop, &d->drain_timer);
+	dv_timer_cancel(loop, &d->stop_old_timer);
+	free(d->stopped_first);
 	dv_plan_free(d->plan);
 	free(d->switched);
 	free(d->added);
@@ -1262,6 +1267,59 @@ static int start_new_replicas(struct deploy *d, struct service *s, char **err)
 	return 0;
 }
 
+static void stop_old_poll(struct dv_loop *loop, struct dv_timer *t);
+
+/* A stop-first service (containers with volumes or fixed host ports): its
+ * old replicas leave the route table and stop; the new ones start once
+ * they are gone (stop_old_poll). A failure starts the old release again. */
+static void stop_first_begin(struct deploy *d, struct service *s)
+{
+	struct dv_engine *e = d->app->engine;
+	dv_strbuf_printf(&d->report, "  %-12s stop-first: %s; its old replicas stopped before the new ones started\n",
+	                 s->name, s->plan->container->stop_first_why);
+	d->stopped_first = dv_xrealloc(d->stopped_first, (d->nstopped_first + 1) * sizeof *d->stopped_first);
+	d->stopped_first[d->nstopped_first++] = s;
+	struct replica *old = s->active;
+	s->active = NULL;
+	while (old) {
+		struct replica *r = old;
+		old = old->next;
+		r->next = s->retired;
+		s->retired = r;
+	}
+	unsigned gen = publish_routes(e);
+	for (struct replica *r = s->retired; r; r = r->next)
+		if (!r->leaving)
+			stop_after_routes(e, r, gen);
+	d->current = s;
+	d->phase = D_STOP_OLD;
+	dv_timer_set(e->config.loop, &d->stop_old_timer, loop_now(e) + DRAIN_POLL_MS);
+}
+
+static void stop_old_poll(struct dv_loop *loop, struct dv_timer *t)
+{
+	struct deploy *d = dv_container_of(t, struct deploy, stop_old_timer);
+	struct service *s = d->current;
+	if (d->phase != D_STOP_OLD)
+		return;
+	if (s->retired) {
+		dv_timer_set(loop, t, dv_loop_update_now(loop) + DRAIN_POLL_MS);
+		return;
+	}
+	char *err = NULL;
+	if (start_new_replicas(d, s, &err) != 0) {
+		char *why = dv_xasprintf("service %s: cannot start: %s", s->name, err);
+		free(err);
+		deploy_fail(d, why);
+		free(why);
+		return;
+	}
+	store_step(d, s->name, DV_STORE_STEP_WAITING_HEALTHY, NULL);
+	d->phase = D_WAIT_HEALTHY;
+	dv_timer_set(loop, &d->health_timer, dv_loop_update_now(loop) + d->app->engine->config.health_timeout_ms);
+	deploy_step(d);
+}
+
 /* Advances the deploy as far as it can go now. */
 static void deploy_step(struct deploy *d)
 {
@@ -1305,6 +1363,10 @@ static void deploy_step(struct deploy *d)
 			s->stopped_by_user = false;
 			s->force_replace = false;
 			store_step(d, s->name, DV_STORE_STEP_STARTING, NULL);
+			if (p->container && p->container->stop_first && s->active) {
+				stop_first_begin(d, s);
+				return;
+			}
 			char *err = NULL;
 			if (start_new_replicas(d, s, &err) != 0) {
 				char *why = dv_xasprintf("service %s: cannot start: %s", s->name, err);
@@ -1374,6 +1436,29 @@ static void deploy_fail(struct deploy *d, const char *why)
 		const struct dv_plan_service *old = dv_plan_service(a->plan, s->name);
 		if (old)
 			s->plan = (struct dv_plan_service *)old;
+	}
+	/* Stop-first services without replicas now: their old release again. */
+	for (size_t k = 0; k < d->nstopped_first; k++) {
+		struct service *s = d->stopped_first[k];
+		if (s->active || !s->plan || !dv_plan_service(a->plan, s->name))
+			continue;
+		for (unsigned i = 0; i < s->plan->replicas; i++) {
+			char *rerr = NULL;
+			struct replica *r = replica_new(s, i, a->release, &rerr);
+			if (!r) {
+				free(rerr);
+				continue;
+			}
+			r->next = s->active;
+			s->active = r;
+			if (replica_spawn(r, &rerr) != 0) {
+				dv_log_error("engine", "%s/%s#%u: %s", a->name, s->name, i, rerr);
+				free(rerr);
+				r->state = R_BACKOFF;
+				dv_timer_set(e->config.loop, &r->restart_timer, loop_now(e) + 2000);
+			}
+		}
+		dv_strbuf_printf(&d->report, "  %-12s started release %lld again (stop-first)\n", s->name, (long long)a->release);
 	}
 	/* Services this deploy added: their replicas are stopping; drop them
 	 * from routing by giving them no plan port (they disappear once gone). */
@@ -1451,6 +1536,7 @@ static int deploy_start(struct dv_engine *e, const char *app_name, int64_t relea
 	d->health_timer.cb = deploy_health_timeout;
 	d->deadline_timer.cb = deploy_deadline;
 	d->drain_timer.cb = drain_poll;
+	d->stop_old_timer.cb = stop_old_poll;
 	dv_strbuf_init(&d->report);
 	if (warnings && *warnings)
 		dv_strbuf_puts(&d->report, warnings);
@@ -1886,6 +1972,12 @@ static int engine_check_docker(struct dv_engine *e, const struct dv_plan *plan, 
 		return d ? dv_docker_check(d, err) : -1;
 	}
 	return 0;
+}
+
+const char *dv_engine_app_name(struct dv_engine *e, const char *app, char **err)
+{
+	struct app *a = app_pick(e, app, err);
+	return a ? a->name : NULL;
 }
 
 struct dv_runtime *dv_engine_docker(struct dv_engine *e, char **err)

@@ -92,6 +92,10 @@ int dv_engine_down(struct dv_engine *engine, const char *app, dv_engine_done_cb 
  * the like. NULL with *err if it cannot be created. */
 struct dv_runtime *dv_engine_docker(struct dv_engine *engine, char **err);
 
+/* The app's name: `app`, or the only app when app is NULL/empty. Borrowed
+ * (valid until the app goes). NULL with *err (unknown, none, several). */
+const char *dv_engine_app_name(struct dv_engine *engine, const char *app, char **err);
+
 /* Reports (synchronous): appended to out as text or JSON. app NULL: all apps
  * (ps) or the only app (releases). Returns 0 or -1 with *err (unknown app). */
 int dv_engine_ps(struct dv_engine *engine, const char *app, bool json, struct dv_strbuf *out, char **err);
