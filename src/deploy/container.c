@@ -4,6 +4,7 @@
 #include "core/alloc.h"
 #include "runtime/docker_api.h"
 
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +88,19 @@ void dv_engine_cspec_build(struct dv_engine_cspec *cs, const struct dv_plan_serv
 	s->health_retries = c->health_retries;
 	s->health_wait_ms = health_wait_ms;
 	s->adopt_id = adopt_id;
+	cs->spec_hash = dv_engine_spec_hash(p);
+	s->spec_hash = cs->spec_hash;
+}
+
+char *dv_engine_spec_hash(const struct dv_plan_service *p)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int n = 0;
+	EVP_Digest(p->json, strlen(p->json), md, &n, EVP_sha256(), NULL);
+	char *hex = dv_xmalloc(2 * n + 1);
+	for (unsigned i = 0; i < n; i++)
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	return hex;
 }
 
 void dv_engine_cspec_dispose(struct dv_engine_cspec *cs)
@@ -95,6 +109,7 @@ void dv_engine_cspec_dispose(struct dv_engine_cspec *cs)
 		free(cs->env[i]);
 	free(cs->env);
 	free(cs->image_tag);
+	free(cs->spec_hash);
 	free(cs->nets);
 	free(cs->mounts);
 	free(cs->ports);

@@ -17,6 +17,7 @@ struct dv_engine_cspec {
 	struct dv_container_network *nets;
 	struct dv_container_mount *mounts;
 	struct dv_container_port *ports;
+	char *spec_hash;
 };
 
 /* Fills cs for replica `index` of release `release` of service p of `app`.
@@ -25,6 +26,10 @@ struct dv_engine_cspec {
 void dv_engine_cspec_build(struct dv_engine_cspec *cs, const struct dv_plan_service *p, const char *app,
                            int64_t release, unsigned index, uint16_t host_port, bool loopback, uint64_t health_wait_ms,
                            const char *adopt_id);
+
+/* The davit.spec label of a service's containers: SHA-256 of its plan JSON
+ * (equal for every release that did not change the service). Caller frees. */
+char *dv_engine_spec_hash(const struct dv_plan_service *p);
 void dv_engine_cspec_dispose(struct dv_engine_cspec *cs);
 
 #endif

@@ -1720,30 +1720,31 @@ static bool service_was_stopped(struct dv_engine *e, const char *app, const char
 
 /* A running container of replica `index` of that release, if recovery found
  * one: its id (caller frees), and it counts as taken. */
-static char *adoptable_take(struct dv_engine *e, const char *app, const char *service, int64_t release, unsigned index,
-                            unsigned *port)
+static char *adoptable_take(struct dv_engine *e, const char *app, const struct dv_plan_service *p, unsigned index,
+                            unsigned *port, int64_t *release)
 {
-	char rel[32];
-	snprintf(rel, sizeof rel, "%lld", (long long)release);
+	const char *service = p->name;
+	char *hash = dv_engine_spec_hash(p);
 	for (size_t i = 0; i < e->nfound; i++) {
 		const struct dv_replica_ref *f = &e->found[i];
-		if (e->found_taken[i] || !f->app || !f->service || !f->release || !f->id || strcmp(f->app, app) != 0 ||
-		    strcmp(f->service, service) != 0 || strcmp(f->release, rel) != 0 || f->index != index)
+		/* The same definition (any release that did not change it), the same slot. */
+		if (e->found_taken[i] || !f->app || !f->service || !f->release || !f->id || !f->spec_hash ||
+		    strcmp(f->app, app) != 0 || strcmp(f->service, service) != 0 || strcmp(f->spec_hash, hash) != 0 ||
+		    f->index != index)
 			continue;
-		const struct dv_plan_service *p = NULL;
-		for (struct app *a = e->apps; a && !p; a = a->next)
-			if (strcmp(a->name, app) == 0)
-				p = dv_plan_service(a->plan, service);
 		/* Loopback mode routes to the published port: one without it
 		 * (started in address mode) is replaced instead. */
-		if (e->config.docker_loopback && p && p->port && !f->loopback_port)
+		if (e->config.docker_loopback && p->port && !f->loopback_port)
 			continue;
+		free(hash);
 		*port = f->loopback_port;
+		*release = strtoll(f->release, NULL, 10);
 		e->found_taken[i] = true;
 		dv_log_info("engine", "%s/%s#%u: adopting its running container %.12s (not restarted)", app, service, index,
 		            f->id);
 		return dv_xstrdup(f->id);
 	}
+	free(hash);
 	return NULL;
 }
 
@@ -1821,9 +1822,12 @@ static int app_start_current(struct dv_engine *e, const char *name, char **err)
 			s->active = r;
 			if (s->plan->container) {
 				unsigned port = 0;
-				r->adopt_id = adoptable_take(e, name, s->name, a->release, k, &port);
+				int64_t adopted_release = 0;
+				r->adopt_id = adoptable_take(e, name, s->plan, k, &port, &adopted_release);
 				if (r->adopt_id && e->config.docker_loopback && s->plan->port)
 					r->port = (uint16_t)port; /* where it is published already */
+				if (r->adopt_id)
+					r->release = adopted_release; /* the release that started it (an unchanged service's) */
 			}
 			if (replica_spawn(r, &rerr) != 0) {
 				dv_log_error("engine", "%s/%s#%u: %s", name, s->name, k, rerr);

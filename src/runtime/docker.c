@@ -131,6 +131,7 @@ struct dk_runtime {
 	char *socket_path;     /* unix: the socket; NULL for tcp */
 	char *base_url;        /* "http://localhost" or "http://HOST:PORT" */
 	char *state_dir;
+	char *owner;           /* label davit.owner: the absolute state directory */
 	size_t ring_lines;
 	pthread_mutex_t lock;  /* the job queue, the message queue, replicas' shared fields, api */
 	pthread_cond_t cond;
@@ -1239,7 +1240,25 @@ static void job_volumes(struct dk_runtime *rt, CURL *c, struct job *j, struct dv
 	char *lab = dv_xasprintf("davit.app=%s", j->app);
 	char *f = label_filter(c, lab);
 	free(lab);
-	char *path = dv_xasprintf("/volumes?filters=%s", f);
+	char *path;
+	if (j->remove) {
+		/* `down` returns while containers stop: wait (bounded) until the
+		 * app has none left, else the volumes are still in use. */
+		path = dv_xasprintf("/containers/json?all=1&filters=%s", f);
+		for (int i = 0; i < 600; i++) {
+			resp_reset(&resp);
+			char *cerr = NULL;
+			bool empty = api_call(rt, c, "GET", path, NULL, 30, &resp, 0, &cerr) == 0 && resp.body.data &&
+			             strcmp(resp.body.data, "[]\n") == 0;
+			free(cerr);
+			if (empty)
+				break;
+			sleep_ms(100);
+		}
+		free(path);
+		resp_reset(&resp);
+	}
+	path = dv_xasprintf("/volumes?filters=%s", f);
 	int rc = api_call(rt, c, "GET", path, NULL, 60, &resp, 0, &err);
 	free(path);
 	struct dv_jv *v = rc == 0 ? dv_jv_parse(resp.body.data ? resp.body.data : "", resp.body.len, &err) : NULL;
@@ -1600,7 +1619,7 @@ static int dk_start(struct dv_runtime *base, const struct dv_replica_spec *spec,
 	j->r = r;
 	struct dv_strbuf b;
 	dv_strbuf_init(&b);
-	dv_docker_create_json(spec, &b);
+	dv_docker_create_json(spec, rt->owner, &b);
 	j->create_json = dv_strbuf_steal(&b);
 	j->image = dv_xstrdup(c->image);
 	j->pull = dup_or_null(c->pull);
@@ -1701,7 +1720,9 @@ static int dk_list(struct dv_runtime *base, const struct dv_replica_ref *known, 
 		*err = dv_xstrdup("curl_easy_init failed");
 		return -1;
 	}
-	char *f = label_filter(c, "davit.app");
+	char *lab = rt->owner ? dv_xasprintf("davit.owner=%s", rt->owner) : dv_xstrdup("davit.app");
+	char *f = label_filter(c, lab);
+	free(lab);
 	char *path = dv_xasprintf("/containers/json?filters=%s", f);
 	free(f);
 	struct resp resp = {0};
@@ -1723,6 +1744,7 @@ static int dk_list(struct dv_runtime *base, const struct dv_replica_ref *known, 
 		ref->service = dup_or_null(dv_jv_str(labels, "davit.service", NULL));
 		ref->release = dup_or_null(dv_jv_str(labels, "davit.release", NULL));
 		ref->name = dup_or_null(dv_jv_str(labels, "davit.name", NULL));
+		ref->spec_hash = dup_or_null(dv_jv_str(labels, "davit.spec", NULL));
 		ref->index = (unsigned)strtoul(dv_jv_str(labels, "davit.replica", "0"), NULL, 10);
 		const struct dv_jv *ports = dv_jv_get(&v->items[i], "Ports");
 		for (size_t k = 0; ports && ports->type == DV_JV_ARRAY && k < ports->len; k++)
@@ -1839,6 +1861,7 @@ static void dk_destroy(struct dv_runtime *base)
 	free(rt->socket_path);
 	free(rt->base_url);
 	free(rt->state_dir);
+	free(rt->owner);
 	free(rt->last_error);
 	free(rt);
 }
@@ -1891,6 +1914,10 @@ struct dv_runtime *dv_docker_new(struct dv_loop *loop, const struct dv_docker_op
 	rt->socket_path = socket_path;
 	rt->base_url = base_url;
 	rt->state_dir = dup_or_null(o->state_dir);
+	if (o->state_dir) {
+		char *abs = realpath(o->state_dir, NULL);
+		rt->owner = abs ? abs : dv_xstrdup(o->state_dir);
+	}
 	rt->ring_lines = o->ring_lines;
 	rt->jobs_tail = &rt->jobs;
 	rt->msgs_tail = &rt->msgs;

@@ -164,7 +164,7 @@ static void label(struct dv_json *w, const char *key, const char *value)
 	dv_json_string(w, value ? value : "");
 }
 
-void dv_docker_create_json(const struct dv_replica_spec *spec, struct dv_strbuf *out)
+void dv_docker_create_json(const struct dv_replica_spec *spec, const char *owner, struct dv_strbuf *out)
 {
 	const struct dv_container_spec *c = spec->container;
 	struct dv_json w;
@@ -200,6 +200,10 @@ void dv_docker_create_json(const struct dv_replica_spec *spec, struct dv_strbuf 
 	label(&w, "davit.replica", index);
 	if (spec->name)
 		label(&w, "davit.name", spec->name);
+	if (owner)
+		label(&w, "davit.owner", owner);
+	if (c->spec_hash)
+		label(&w, "davit.spec", c->spec_hash);
 	dv_json_object_end(&w);
 	dv_json_key(&w, "StopTimeout");
 	dv_json_uint(&w, ((spec->stop_timeout_ms ? spec->stop_timeout_ms : 10000) + 999) / 1000);

@@ -38,10 +38,11 @@ char *dv_docker_image_registry(const char *ref);
 char *dv_docker_auth_header(const char *user, const char *password, const char *server);
 
 /* The body of POST /containers/create for a replica: labels davit.app,
- * davit.service, davit.release, davit.replica; env, entrypoint, command,
+ * davit.service, davit.release, davit.replica, davit.owner (the daemon's
+ * state directory: daemons never touch each other's containers), davit.spec; env, entrypoint, command,
  * user, working dir, limits, Init, stop timeout, ports, mounts, the primary
  * network (others are connected after creation), health check. */
-void dv_docker_create_json(const struct dv_replica_spec *spec, struct dv_strbuf *out);
+void dv_docker_create_json(const struct dv_replica_spec *spec, const char *owner, struct dv_strbuf *out);
 
 /* The log stream of a container without a TTY is framed: an 8-byte header
  * (stream 1/2, 3 zero bytes, a big-endian 32-bit length) before each chunk. */

@@ -99,6 +99,7 @@ struct dv_container_spec {
 	unsigned health_retries;
 	uint64_t health_wait_ms;  /* how long a Docker health check may take to pass (0: 60 s) */
 	const char *adopt_id;     /* attach to this running container instead of creating one */
+	const char *spec_hash;    /* label davit.spec: what the container runs (recovery adopts only a match) */
 };
 
 /* Called once when a replica that start() returned as STARTING runs (its
@@ -181,6 +182,7 @@ struct dv_replica_ref {
 	uint64_t start_ticks;
 	char *id;                 /* container id (docker driver); NULL otherwise */
 	unsigned loopback_port;   /* docker: the host port published on 127.0.0.1 (0: none) */
+	char *spec_hash;          /* docker: its davit.spec label; NULL otherwise */
 };
 
 struct dv_runtime_driver {
