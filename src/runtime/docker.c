@@ -442,6 +442,8 @@ static void progress_line(const char *line, size_t len, void *arg)
 	if (!v)
 		return;
 	const char *e = dv_jv_str(v, "error", NULL);
+	if (!e && !dv_jv_get(v, "stream") && !dv_jv_get(v, "status"))
+		e = dv_jv_str(v, "message", NULL); /* an API error instead of a stream */
 	const char *s = dv_jv_str(v, "stream", NULL);
 	const char *st = dv_jv_str(v, "status", NULL);
 	if (e) {
@@ -619,7 +621,7 @@ static int pull_image(struct dk_runtime *rt, CURL *c, struct job *j, char **err)
 	if (rc == 0 && (resp.status != 200 || p.error)) {
 		const char *why = p.error ? p.error : "the engine refused the pull";
 		bool denied = strstr(why, "unauthorized") || strstr(why, "authentication") || strstr(why, "denied") ||
-		              resp.status == 401 || resp.status == 403;
+		              strstr(why, "credentials") || resp.status == 401 || resp.status == 403;
 		*err = dv_xasprintf("pulling %s failed: %s%s%s%s", j->pull, why,
 		                    denied && !auth ? " (no credentials stored: run `davit registry login " : "",
 		                    denied && !auth ? host : "", denied && !auth ? "`)" : "");
