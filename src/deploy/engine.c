@@ -2015,9 +2015,18 @@ int dv_engine_deploy_file(struct dv_engine *e, const char *path, const char *con
 		/* Build contexts are part of the release (a changed context is a
 		 * changed service). */
 		size_t dlen;
-		char *with = dv_plan_add_build_digests(json, len, &dlen, err);
-		if (!with)
+		char *bad = NULL;
+		char *with = dv_plan_add_build_digests(json, len, &dlen, &bad, err);
+		if (!with) {
+			unsigned line = 0, col = 0;
+			if (bad && find_service_key(path, bad, &line, &col) == 0) {
+				char *e2 = dv_xasprintf("%s:%u:%u: %s", path, line, col, *err);
+				free(*err);
+				*err = e2;
+			}
+			free(bad);
 			goto out;
+		}
 		free(json);
 		json = with;
 		len = dlen;

@@ -103,7 +103,7 @@ void dv_plan_container_free(struct dv_plan_container *c);
  * changed context is a changed service): returns new JSON (caller frees)
  * with a member "x_build_digests": {service: sha256}, or NULL with *err
  * when a context cannot be read. `json` has no build service: a copy. */
-char *dv_plan_add_build_digests(const char *json, size_t len, size_t *out_len, char **err);
+char *dv_plan_add_build_digests(const char *json, size_t len, size_t *out_len, char **bad_service, char **err);
 const struct dv_plan_service *dv_plan_service(const struct dv_plan *plan, const char *name);
 
 #endif

@@ -269,7 +269,7 @@ int dv_plan_container_parse(struct dv_plan_service *s, const struct dv_jv *root,
 	return 0;
 }
 
-char *dv_plan_add_build_digests(const char *json, size_t len, size_t *out_len, char **err)
+char *dv_plan_add_build_digests(const char *json, size_t len, size_t *out_len, char **bad_service, char **err)
 {
 	struct dv_jv *root = dv_jv_parse(json, len, err);
 	if (!root)
@@ -285,7 +285,12 @@ char *dv_plan_add_build_digests(const char *json, size_t len, size_t *out_len, c
 			continue;
 		struct dv_strbuf tar;
 		dv_strbuf_init(&tar);
-		if (dv_tar_directory(ctx, CONTEXT_DIGEST_MAX, &tar, err) != 0) {
+		char *terr = NULL;
+		if (dv_tar_directory(ctx, CONTEXT_DIGEST_MAX, &tar, &terr) != 0) {
+			*err = dv_xasprintf("service '%s': %s (build.context must be a directory with a Dockerfile)",
+			                    services->keys[i], terr);
+			free(terr);
+			*bad_service = dv_xstrdup(services->keys[i]);
 			dv_strbuf_dispose(&tar);
 			goto out;
 		}
