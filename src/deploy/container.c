@@ -47,6 +47,8 @@ void dv_engine_cspec_build(struct dv_engine_cspec *cs, const struct dv_plan_serv
 	s->has_command = c->has_command;
 	s->command = c->command;
 	s->user = c->user;
+	s->stop_signal = c->stop_signal;
+	s->pids_limit = c->pids_limit;
 	s->working_dir = c->working_dir;
 	s->app_port = c->app_port;
 	s->loopback_port = loopback && p->port && !c->internal_only ? host_port : 0;

@@ -608,7 +608,7 @@ static int container_spawn(struct replica *r, char **err)
 		.index = r->index,
 		.name = name,
 		.env = cs.env,
-		.stop_timeout_ms = 10000,
+		.stop_timeout_ms = p->container->stop_timeout_ms ? p->container->stop_timeout_ms : 10000,
 		.memory_limit = p->memory_limit,
 		.cpu_limit = p->cpu_limit,
 		.container = &cs.spec,

@@ -42,6 +42,9 @@ struct dv_plan_container {
 	char **entrypoint, **command; /* NULL-terminated */
 	char *user;
 	char *working_dir;
+	char *stop_signal;     /* NULL: the image's */
+	uint64_t stop_timeout_ms; /* stop_grace_period; 0: 10 s */
+	int64_t pids_limit;
 	unsigned app_port;     /* the app's port in the container (0: none) */
 	bool internal_only;    /* on internal networks only: never routed or published */
 	struct dv_plan_network *networks; /* the first is the primary network */

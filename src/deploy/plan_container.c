@@ -49,6 +49,7 @@ void dv_plan_container_free(struct dv_plan_container *c)
 	strv_free(c->entrypoint);
 	strv_free(c->command);
 	free(c->user);
+	free(c->stop_signal);
 	free(c->working_dir);
 	for (size_t i = 0; i < c->n_networks; i++) {
 		free(c->networks[i].name);
@@ -100,7 +101,10 @@ int dv_plan_container_parse(struct dv_plan_service *s, const struct dv_jv *root,
 	c->entrypoint = strv_from_json(ep);
 	c->has_command = cmd && cmd->type == DV_JV_ARRAY;
 	c->command = strv_from_json(cmd);
-	c->user = dup_or_null(dv_jv_str(j, "user", NULL));
+	c->user = dup_or_null(dv_jv_str(j, "x_user", NULL));
+	c->stop_signal = dup_or_null(dv_jv_str(j, "x_stop_signal", NULL));
+	c->stop_timeout_ms = (uint64_t)dv_jv_int(j, "x_stop_grace_ms", 0);
+	c->pids_limit = dv_jv_int(j, "x_pids_limit", 0);
 	c->working_dir = dup_or_null(dv_jv_str(j, "working_dir", NULL));
 
 	/* Networks: the compose ones by their real names; the primary is the

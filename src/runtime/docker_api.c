@@ -207,7 +207,10 @@ void dv_docker_create_json(const struct dv_replica_spec *spec, const char *owner
 	dv_json_object_end(&w);
 	dv_json_key(&w, "StopTimeout");
 	dv_json_uint(&w, ((spec->stop_timeout_ms ? spec->stop_timeout_ms : 10000) + 999) / 1000);
-	if (spec->stop_signal > 0) {
+	if (c->stop_signal) {
+		dv_json_key(&w, "StopSignal");
+		dv_json_string(&w, c->stop_signal);
+	} else if (spec->stop_signal > 0) {
 		char sig[16];
 		snprintf(sig, sizeof sig, "%d", spec->stop_signal);
 		dv_json_key(&w, "StopSignal");

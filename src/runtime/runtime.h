@@ -81,6 +81,7 @@ struct dv_container_spec {
 	char *const *entrypoint;  /* argv (NULL-terminated; empty list = reset) */
 	char *const *command;
 	const char *user;
+	const char *stop_signal;  /* "SIGQUIT", NULL: the image's (SIGTERM) */
 	const char *working_dir;  /* container path, NULL: the image's */
 	int64_t pids_limit;       /* 0: none */
 	unsigned app_port;        /* the app's port in the container (0: none) */

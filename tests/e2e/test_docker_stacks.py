@@ -55,6 +55,9 @@ name: {app}
 services:
   web:
     build: ./web
+    user: "65534"
+    stop_grace_period: 3s
+    pids_limit: 64
     labels:
       traefik.http.routers.web.rule: Host(`{app}.lumira.test`)
       traefik.http.services.web.loadbalancer.server.port: "8080"
@@ -83,7 +86,8 @@ services:
       interval: 1s
   redis:
     image: {image}
-    command:{STORE_CMD.format(name="redis", port=6379)}
+    entrypoint: ["/bin/sh", "-c"]
+    command: ["mkdir -p /data; echo redis listening on 6379; exec httpd -f -p 6379 -h /data"]
     expose: ["6379"]
 volumes:
   dbdata: {{}}
@@ -153,6 +157,12 @@ def test_lumira_stack_redeploy_under_load_rollback_and_rebuild(davit_env, docker
     # The database (it only exposes its port) is published on loopback only,
     # where the proxy reaches it in this mode; nothing listens on other addresses.
     assert all(p.get("IP") == "127.0.0.1" for p in containers(app, "db")[0]["ports"])
+    web = engine_get(f"/containers/{containers(app, 'web')[0]['id']}/json")
+    assert web["Config"]["User"] == "65534" and web["Config"]["StopTimeout"] == 3, web["Config"]
+    assert web["HostConfig"]["PidsLimit"] == 64
+    assert web["Config"]["Healthcheck"]["Test"][0] == "CMD-SHELL"  # the Dockerfile's HEALTHCHECK
+    redis = engine_get(f"/containers/{containers(app, 'redis')[0]['id']}/json")
+    assert redis["Config"]["Entrypoint"] == ["/bin/sh", "-c"], redis["Config"]
     # `davit logs` has the containers' own output.
     assert "api 1 listening on 8000" in d.cli("logs", "api").out
 
