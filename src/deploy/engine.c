@@ -65,6 +65,7 @@ struct replica {
 	int last_exit;
 	bool has_exit;
 	char *adopt_id;       /* a running container to attach to at the next spawn (recovery) */
+	bool docker_unhealthy;/* its Docker HEALTHCHECK fails: not routed, whatever our probe says */
 };
 
 struct service {
@@ -590,6 +591,33 @@ static void replica_running(struct dv_replica *handle, void *arg)
 	record_replica(r);
 }
 
+/* Docker's own health check of a running container: routed only while
+ * both it and davit's probe pass. */
+static void replica_docker_health(struct dv_replica *handle, bool healthy, void *arg)
+{
+	struct replica *r = arg;
+	struct service *s = r->svc;
+	if (r->leaving || r->docker_unhealthy == !healthy)
+		return;
+	r->docker_unhealthy = !healthy;
+	enum replica_state before = r->state;
+	if (!healthy && r->state == R_HEALTHY) {
+		r->state = R_UNHEALTHY;
+		snprintf(r->last_health, sizeof r->last_health, "the container's Docker health check fails");
+	} else if (healthy && r->state == R_UNHEALTHY &&
+	           (!r->hc || dv_health_state(r->hc) == DV_HEALTH_HEALTHY)) {
+		r->state = R_HEALTHY;
+		snprintf(r->last_health, sizeof r->last_health, "the container's Docker health check passes again");
+	}
+	if (before == r->state)
+		return;
+	record_replica(r);
+	if (in_list(s->active, r))
+		publish_routes(s->app->engine);
+	if (r->state == R_UNHEALTHY && in_list(s->active, r))
+		event(s->app->engine, s->app->name, "replica.unhealthy", "%s#%u: %s", s->name, r->index, r->last_health);
+}
+
 static int container_spawn(struct replica *r, char **err)
 {
 	struct dv_engine *e = r->svc->app->engine;
@@ -613,6 +641,7 @@ static int container_spawn(struct replica *r, char **err)
 		.cpu_limit = p->cpu_limit,
 		.container = &cs.spec,
 		.on_running = replica_running,
+		.on_health = replica_docker_health,
 		.log_dir = log_dir,
 	};
 	int rc = dv_runtime_start(e->rt, &spec, replica_exited, r, &r->rt, err);
@@ -894,7 +923,9 @@ static void health_changed(struct dv_health_check *check, enum dv_health_state s
 	struct app *a = s->app;
 	snprintf(r->last_health, sizeof r->last_health, "%s", result ? result : "");
 	enum replica_state before = r->state;
-	if (state == DV_HEALTH_HEALTHY)
+	if (state == DV_HEALTH_HEALTHY && r->docker_unhealthy)
+		r->state = R_UNHEALTHY; /* Docker's own check still fails */
+	else if (state == DV_HEALTH_HEALTHY)
 		r->state = R_HEALTHY;
 	else if (state == DV_HEALTH_UNHEALTHY)
 		r->state = R_UNHEALTHY;

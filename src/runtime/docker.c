@@ -42,7 +42,7 @@ struct dk_runtime;
 
 /* ---- messages from the threads to the loop ---- */
 
-enum msg_type { M_LOG, M_LOG_END, M_RUNNING, M_LOGS_DONE, M_EXITED, M_DONE };
+enum msg_type { M_LOG, M_LOG_END, M_RUNNING, M_LOGS_DONE, M_EXITED, M_DONE, M_HEALTH };
 
 struct msg {
 	struct msg *next;
@@ -94,7 +94,9 @@ struct job {
 
 struct stream {
 	struct stream *next;
-	struct dv_replica *r;
+	struct dv_replica *r;      /* NULL: the events stream */
+	struct dv_strbuf lines;    /* events: an unfinished JSON line */
+	struct dk_runtime *url_rt; /* events: the runtime */
 	CURL *easy;
 	struct dv_docker_demux demux;
 	char *url;
@@ -108,6 +110,7 @@ struct dv_replica {
 	enum dv_replica_state state; /* loop thread only */
 	dv_replica_exit_cb on_exit;
 	dv_replica_running_cb on_running;
+	dv_replica_health_cb on_health;
 	void *arg;
 	struct dv_replica_log log;
 	int64_t started_at_ms;
@@ -150,6 +153,7 @@ struct dk_runtime {
 	bool stream_started;
 	CURLM *multi;
 	struct stream *new_streams; /* under lock */
+	bool events_on;             /* the events stream runs or is queued (under lock) */
 	struct stream *streams;     /* stream thread only */
 	struct dv_replica *replicas;
 	struct dv_replica *removed;
@@ -860,6 +864,7 @@ static bool stop_asked(struct dk_runtime *rt, struct dv_replica *r)
 }
 
 static void stream_add(struct dk_runtime *rt, struct dv_replica *r, const char *id, int64_t since);
+static void events_ensure(struct dk_runtime *rt);
 
 static void sleep_ms(unsigned ms)
 {
@@ -883,6 +888,7 @@ static void job_start(struct dk_runtime *rt, CURL *c, struct job *j)
 		r->created = r->started = true;
 		pthread_mutex_unlock(&rt->lock);
 		stream_add(rt, r, id, realtime_ms() / 1000);
+		events_ensure(rt);
 		goto gates;
 	}
 	if (stop_asked(rt, r))
@@ -979,6 +985,7 @@ static void job_start(struct dk_runtime *rt, CURL *c, struct job *j)
 	pthread_mutex_unlock(&rt->lock);
 	/* From now on the end is seen through the log stream. */
 	stream_add(rt, r, id, 0);
+	events_ensure(rt);
 	if (stop_now) {
 		char *sp = dv_xasprintf("/containers/%s/stop?t=%" PRIu64, id, (r->stop_timeout_ms + 999) / 1000);
 		resp_reset(&resp);
@@ -1427,6 +1434,56 @@ static size_t stream_write(char *data, size_t size, size_t nmemb, void *arg)
 	return size * nmemb;
 }
 
+/* Docker health changes of our containers come as events: one JSON object
+ * per line, {"status": "health_status: unhealthy", "id": ...}. */
+static void event_line(const char *line, size_t len, void *arg)
+{
+	struct dk_runtime *rt = arg;
+	struct dv_jv *v = dv_jv_parse(line, len, NULL);
+	const char *status = v ? dv_jv_str(v, "status", "") : "";
+	const char *id = v ? dv_jv_str(v, "id", NULL) : NULL;
+	if (id && strncmp(status, "health_status: ", 15) == 0) {
+		struct msg *m = dv_xcalloc(1, sizeof *m);
+		m->type = M_HEALTH;
+		m->data = dv_xstrdup(id);
+		m->status = strcmp(status + 15, "healthy") == 0;
+		post(rt, m);
+	}
+	dv_jv_free(v);
+}
+
+static size_t events_write(char *data, size_t size, size_t nmemb, void *arg)
+{
+	struct stream *s = arg;
+	dv_docker_json_lines(&s->lines, data, size * nmemb, event_line, s->url_rt);
+	return size * nmemb;
+}
+
+/* Follows health events once the API version is known (first start job). */
+static void events_ensure(struct dk_runtime *rt)
+{
+	pthread_mutex_lock(&rt->lock);
+	if (rt->events_on || !rt->api[0]) {
+		pthread_mutex_unlock(&rt->lock);
+		return;
+	}
+	rt->events_on = true;
+	struct stream *s = dv_xcalloc(1, sizeof *s);
+	s->url_rt = rt;
+	char *json = rt->owner ? dv_xasprintf("{\"type\":[\"container\"],\"event\":[\"health_status\"],"
+	                                      "\"label\":[\"davit.owner=%s\"]}", rt->owner)
+	                       : dv_xstrdup("{\"type\":[\"container\"],\"event\":[\"health_status\"],"
+	                                    "\"label\":[\"davit.app\"]}");
+	char *e = curl_easy_escape(NULL, json, 0);
+	s->url = dv_xasprintf("%s/v%s/events?filters=%s", rt->base_url, rt->api, e ? e : "");
+	curl_free(e);
+	free(json);
+	s->next = rt->new_streams;
+	rt->new_streams = s;
+	pthread_mutex_unlock(&rt->lock);
+	curl_multi_wakeup(rt->multi);
+}
+
 static void stream_add(struct dk_runtime *rt, struct dv_replica *r, const char *id, int64_t since)
 {
 	struct stream *s = dv_xcalloc(1, sizeof *s);
@@ -1461,7 +1518,7 @@ static void *stream_thread(void *arg)
 			if (rt->socket_path)
 				curl_easy_setopt(s->easy, CURLOPT_UNIX_SOCKET_PATH, rt->socket_path);
 			curl_easy_setopt(s->easy, CURLOPT_NOSIGNAL, 1L);
-			curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, stream_write);
+			curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, s->r ? stream_write : events_write);
 			curl_easy_setopt(s->easy, CURLOPT_WRITEDATA, s);
 			curl_easy_setopt(s->easy, CURLOPT_PRIVATE, s);
 			curl_easy_setopt(s->easy, CURLOPT_FORBID_REUSE, 1L);
@@ -1485,8 +1542,15 @@ static void *stream_thread(void *arg)
 					*pp = s->next;
 					break;
 				}
-			post_simple(rt, M_LOG_END, s->r, 0);
-			post_simple(rt, M_LOGS_DONE, s->r, 0);
+			if (s->r) {
+				post_simple(rt, M_LOG_END, s->r, 0);
+				post_simple(rt, M_LOGS_DONE, s->r, 0);
+			} else {
+				pthread_mutex_lock(&rt->lock);
+				rt->events_on = false; /* the engine went away: the next start follows again */
+				pthread_mutex_unlock(&rt->lock);
+			}
+			dv_strbuf_dispose(&s->lines);
 			free(s->url);
 			free(s);
 		}
@@ -1497,6 +1561,7 @@ static void *stream_thread(void *arg)
 		rt->streams = s->next;
 		curl_multi_remove_handle(rt->multi, s->easy);
 		curl_easy_cleanup(s->easy);
+		dv_strbuf_dispose(&s->lines);
 		free(s->url);
 		free(s);
 	}
@@ -1551,6 +1616,17 @@ static void handle_msg(struct dk_runtime *rt, struct msg *m)
 	}
 	case M_EXITED: finish(r, m->status); break;
 	case M_DONE: m->done(m->arg, m->rc, m->data); break;
+	case M_HEALTH:
+		for (struct dv_replica *x = rt->replicas; x; x = x->next) {
+			pthread_mutex_lock(&rt->lock);
+			bool match = x->id && strcmp(x->id, m->data) == 0;
+			pthread_mutex_unlock(&rt->lock);
+			if (match && x->state == DV_REPLICA_RUNNING && x->on_health) {
+				x->on_health(x, m->status != 0, x->arg);
+				break;
+			}
+		}
+		break;
 	}
 }
 
@@ -1608,6 +1684,7 @@ static int dk_start(struct dv_runtime *base, const struct dv_replica_spec *spec,
 	r->index = spec->index;
 	r->on_exit = on_exit;
 	r->on_running = spec->on_running;
+	r->on_health = spec->on_health;
 	r->arg = arg;
 	r->stop_timeout_ms = spec->stop_timeout_ms ? spec->stop_timeout_ms : 10000;
 	r->state = DV_REPLICA_STARTING;

@@ -13,6 +13,7 @@ struct dv_replica {
 	void *inner;
 	dv_replica_exit_cb on_exit;
 	dv_replica_running_cb on_running;
+	dv_replica_health_cb on_health;
 	void *arg;
 };
 
@@ -43,6 +44,13 @@ static void running_tramp(struct dv_replica *inner, void *arg)
 		r->on_running(r, r->arg);
 }
 
+static void health_tramp(struct dv_replica *inner, bool healthy, void *arg)
+{
+	struct dv_replica *r = arg;
+	if (r->on_health)
+		r->on_health(r, healthy, r->arg);
+}
+
 struct dv_runtime *dv_mux_docker(struct dv_runtime *rt, char **err)
 {
 	struct mux *m = M(rt);
@@ -66,9 +74,11 @@ static int mx_start(struct dv_runtime *rt, const struct dv_replica_spec *spec, d
 	r->drv = drv;
 	r->on_exit = on_exit;
 	r->on_running = spec->on_running;
+	r->on_health = spec->on_health;
 	r->arg = arg;
 	struct dv_replica_spec s = *spec;
 	s.on_running = spec->on_running ? running_tramp : NULL;
+	s.on_health = spec->on_health ? health_tramp : NULL;
 	struct dv_replica *inner = NULL;
 	if (dv_runtime_start(drv, &s, exit_tramp, r, &inner, err) != 0) {
 		free(r);

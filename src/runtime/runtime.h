@@ -107,6 +107,10 @@ struct dv_container_spec {
  * container started and passed the start gates). Not called if it exits first. */
 typedef void (*dv_replica_running_cb)(struct dv_replica *replica, void *arg);
 
+/* A running container's Docker health check changed (docker driver): healthy
+ * or not. The caller combines it with its own probes. */
+typedef void (*dv_replica_health_cb)(struct dv_replica *replica, bool healthy, void *arg);
+
 /* What to run. Everything is borrowed for the duration of start() only. */
 struct dv_replica_spec {
 	const char *app;          /* compose project name (required; no '/') */
@@ -134,6 +138,7 @@ struct dv_replica_spec {
 
 	const struct dv_container_spec *container; /* non-NULL: a container (docker driver) */
 	dv_replica_running_cb on_running; /* asynchronous drivers: see above (NULL: not told) */
+	dv_replica_health_cb on_health;   /* Docker health changes after RUNNING (NULL: not told) */
 
 	const char *log_dir;      /* logs go to <log_dir>/<service>/<name>.log; NULL: memory only */
 	uint64_t log_max_bytes;   /* rotate past this size; 0: 10 MiB */

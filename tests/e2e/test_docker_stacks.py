@@ -115,6 +115,13 @@ def api_json(d, app):
     return json.loads(body)
 
 
+def only_image(app, service, image):
+    """Waits until the service's running containers all run `image` (the
+    replaced ones stop right after the deploy returns)."""
+    wait_until(lambda: {c["image"] for c in containers(app, service)} == {image}, 20, interval=0.1,
+               what=f"{service} running only {image} (now {[c['image'] for c in containers(app, service)]})")
+
+
 def healthy(d, app, services):
     def ok():
         svcs = {s["name"]: s for s in d.app(app)["services"]}
@@ -176,7 +183,7 @@ def test_lumira_stack_redeploy_under_load_rollback_and_rebuild(davit_env, docker
     assert not load.failures(), load.summary()
     assert {rec[4] for rec in load.all() if rec[2]} >= {"1", "2"}, load.summary()
     assert api_json(d, app)["version"] == "2"
-    assert {c["image"] for c in containers(app, "api")} == {f"davit/{app}-api:2"}
+    only_image(app, "api", f"davit/{app}-api:2")
 
     # Rollback under load: exactly the previous image again.
     load = Load(d.port, f"api.{app}.lumira.test", threads=4).start()
@@ -186,7 +193,7 @@ def test_lumira_stack_redeploy_under_load_rollback_and_rebuild(davit_env, docker
     load.stop()
     assert not load.failures(), load.summary()
     assert api_json(d, app)["version"] == "1"
-    assert {c["image"] for c in containers(app, "api")} == {f"davit/{app}-api:1"}
+    only_image(app, "api", f"davit/{app}-api:1")
 
     # A changed build context is a changed service: rebuilt and switched.
     write_web(str(tmp_path), busybox_image, "<h1>Lumira v2</h1>\n")
@@ -195,7 +202,7 @@ def test_lumira_stack_redeploy_under_load_rollback_and_rebuild(davit_env, docker
     status, body = get(d, f"{app}.lumira.test")
     assert b"Lumira v2" in body, body
     # Unchanged services kept their containers.
-    assert {c["image"] for c in containers(app, "api")} == {f"davit/{app}-api:1"}
+    only_image(app, "api", f"davit/{app}-api:1")
 
 
 def booking_compose(app, image, db_env="1", worker_cmd=None):
@@ -467,3 +474,32 @@ services:
         assert "pull: " in d.cli("logs", "api").out
     finally:
         subprocess.run(["docker", "rmi", "-f", ref], capture_output=True, env=env)
+
+
+def test_docker_healthcheck_failing_later_takes_the_replica_out(davit_env, docker_app, busybox_image, tmp_path):
+    """Docker's HEALTHCHECK counts alongside davit's probe for a running
+    container: failing, it leaves the route table; passing, it comes back."""
+    d = davit_env(args=LOOPBACK)
+    compose = tmp_path / "compose.yml"
+    compose.write_text(f"""
+name: {docker_app}
+services:
+  web:
+    image: {busybox_image}
+    command: ["sh", "-c", "touch /tmp/ok; echo up > /www/index.html; exec httpd -f -p 8080 -h /www"]
+    healthcheck: {{test: ["CMD", "test", "-f", "/tmp/ok"], interval: 1s, retries: 1}}
+    x-davit: {{port: 8080, domains: [{docker_app}.hc.test]}}
+""")
+    d.deploy(str(compose))
+    healthy(d, docker_app, {"web": 1})
+    assert get(d, f"{docker_app}.hc.test") == (200, b"up\n")
+    web = one(docker_app, "web")
+    docker("exec", web["id"], "rm", "/tmp/ok")
+    wait_until(lambda: get(d, f"{docker_app}.hc.test")[0] == 503, 20, interval=0.2,
+               what="the replica out of the routes after its Docker health check failed")
+    rep = d.replicas("web", docker_app)[0]
+    assert rep["state"] == "unhealthy" and "Docker health check" in rep["health"], rep
+    docker("exec", web["id"], "touch", "/tmp/ok")
+    wait_until(lambda: get(d, f"{docker_app}.hc.test")[0] == 200, 20, interval=0.2,
+               what="the replica back once its Docker health check passes")
+    assert one(docker_app, "web")["id"] == web["id"], "the container was not restarted"
