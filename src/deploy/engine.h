@@ -43,6 +43,10 @@ struct dv_engine_config {
 	uint64_t drain_timeout_ms;   /* old replicas' in-flight requests (30 s) */
 	uint64_t deploy_timeout_ms;  /* hard deadline of a whole deploy (15 min) */
 	uint16_t port_base;          /* replica ports are allocated from here (20000) */
+	/* After each route publication: every host name the services' domains
+	 * name (deduplicated, without paths), for certificates. May be NULL. */
+	void (*domains_changed)(void *arg, const char *const *domains, size_t n);
+	void *domains_arg;
 };
 
 /* Called when an asynchronous operation ends. ok: it succeeded. text: a
