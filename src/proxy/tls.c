@@ -170,6 +170,13 @@ static void ticket_rotate(struct dv_tls *tls)
 		return;
 	memmove(&tls->keys[1], &tls->keys[0], sizeof tls->keys[0] * (DV_TLS_TICKET_KEYS - 1));
 	ticket_key_new(&tls->keys[0], now);
+	/* Rotation is lazy (on the next handshake): keys whose decryption life
+	 * (DV_TLS_TICKET_KEYS intervals) is over go now, however long it was. */
+	for (int i = 1; i < DV_TLS_TICKET_KEYS; i++)
+		if (tls->keys[i].set && now - tls->keys[i].created_ms >= tls->rotate_ms * DV_TLS_TICKET_KEYS) {
+			OPENSSL_cleanse(&tls->keys[i], sizeof tls->keys[i]);
+			tls->keys[i].set = false;
+		}
 }
 
 static int ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
