@@ -1117,7 +1117,8 @@ static bool session_tls_hooks(struct session *s, const struct dv_http1_request *
 		status = 200;
 		hlen = snprintf(head, sizeof head, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n");
 	} else if (p->config.https_redirect && r->host && r->host_len < 256 && p->config.ntls_listen &&
-	           dv_tls_certset_has_host(s->w->certs, r->host, r->host_len)) {
+	           (dv_tls_sync(p->config.tls, &s->w->certs, &s->w->certs_gen),
+	            dv_tls_certset_has_host(s->w->certs, r->host, r->host_len))) {
 		size_t hl = r->host_len;
 		const char *colon = memchr(r->host, ':', hl);
 		if (colon && r->host[0] != '[')
@@ -1764,6 +1765,9 @@ static bool pump_tls_handshake(struct session *s)
 {
 	if (!s->readable && !s->writable)
 		return false;
+	/* Certificates published since the last loop iteration count already
+	 * (publishing does not wake the workers). One atomic load. */
+	dv_tls_sync(s->w->proxy->config.tls, &s->w->certs, &s->w->certs_gen);
 	int r = dv_tls_handshake(s->ssl, s->w->certs, &s->readable, &s->writable);
 	if (r < 0) {
 		session_close(s);
