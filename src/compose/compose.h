@@ -223,6 +223,8 @@ struct dv_compose_service {
 	                                    * then Traefik router rules; no duplicates */
 	size_t n_domains;
 	struct dv_compose_davit_health health;
+	char *tls_cert, *tls_key;      /* x-davit.tls {cert, key}: absolute PEM paths, or NULL
+	                                * (the certificate for this service's domains) */
 };
 
 /* A top-level network or volume. */

@@ -4,14 +4,41 @@
 #include "acme/acme.h"
 #include "core/alloc.h"
 #include "core/log.h"
+#include "deploy/engine.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+struct user_cert {
+	char *host, *cert, *key;
+};
+
 struct dv_daemon_certs {
 	struct dv_tls *tls;
 	struct dv_acme *acme;
+	struct user_cert *flags;   /* --cert HOST=CERT,KEY */
+	size_t nflags;
+	struct user_cert *compose; /* x-davit.tls of the services, as last reported */
+	size_t ncompose;
 };
+
+static void user_certs_free(struct user_cert *u, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(u[i].host);
+		free(u[i].cert);
+		free(u[i].key);
+	}
+	free(u);
+}
+
+static const struct user_cert *user_find(const struct user_cert *u, size_t n, const char *host)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(u[i].host, host) == 0)
+			return &u[i];
+	return NULL;
+}
 
 static void publish_challenge(void *arg, const char *token, const char *keyauth)
 {
@@ -79,6 +106,8 @@ struct dv_daemon_certs *dv_daemon_certs_new(struct dv_loop *loop, const struct d
 		}
 		*eq = *comma = '\0';
 		dv_acme_set_user_cert(c->acme, spec, eq + 1, comma + 1);
+		c->flags = dv_xrealloc(c->flags, (c->nflags + 1) * sizeof *c->flags);
+		c->flags[c->nflags++] = (struct user_cert){dv_xstrdup(spec), dv_xstrdup(eq + 1), dv_xstrdup(comma + 1)};
 		free(spec);
 	}
 	republish(c);
@@ -94,6 +123,8 @@ void dv_daemon_certs_free(struct dv_daemon_certs *c)
 		return;
 	dv_acme_free(c->acme);
 	dv_tls_free(c->tls);
+	user_certs_free(c->flags, c->nflags);
+	user_certs_free(c->compose, c->ncompose);
 	free(c);
 }
 
@@ -102,10 +133,40 @@ struct dv_tls *dv_daemon_certs_tls(struct dv_daemon_certs *c)
 	return c->tls;
 }
 
-void dv_daemon_certs_domains(void *arg, const char *const *domains, size_t n)
+void dv_daemon_certs_domains(void *arg, const struct dv_engine_domain *domains, size_t n)
 {
 	struct dv_daemon_certs *c = arg;
-	if (dv_acme_set_domains(c->acme, domains, n))
+	const char **hosts = dv_xcalloc(n + 1, sizeof *hosts);
+	struct user_cert *now = dv_xcalloc(n + 1, sizeof *now);
+	size_t nnow = 0;
+	bool changed = false;
+	for (size_t i = 0; i < n; i++) {
+		hosts[i] = domains[i].host;
+		if (!domains[i].tls_cert)
+			continue;
+		const struct user_cert *old = user_find(c->compose, c->ncompose, domains[i].host);
+		if (!old || strcmp(old->cert, domains[i].tls_cert) != 0 || strcmp(old->key, domains[i].tls_key) != 0) {
+			dv_acme_set_user_cert(c->acme, domains[i].host, domains[i].tls_cert, domains[i].tls_key);
+			changed = true;
+		}
+		now[nnow++] = (struct user_cert){dv_xstrdup(domains[i].host), dv_xstrdup(domains[i].tls_cert),
+		                                 dv_xstrdup(domains[i].tls_key)};
+	}
+	/* x-davit.tls removed: back to the --cert flag for that host, else ACME */
+	for (size_t i = 0; i < c->ncompose; i++) {
+		if (user_find(now, nnow, c->compose[i].host))
+			continue;
+		const struct user_cert *f = user_find(c->flags, c->nflags, c->compose[i].host);
+		dv_acme_set_user_cert(c->acme, c->compose[i].host, f ? f->cert : NULL, f ? f->key : NULL);
+		changed = true;
+	}
+	user_certs_free(c->compose, c->ncompose);
+	c->compose = now;
+	c->ncompose = nnow;
+	if (dv_acme_set_domains(c->acme, hosts, n))
+		changed = true;
+	free(hosts);
+	if (changed)
 		republish(c); /* certificates on disk for new domains are served; departed ones are not */
 }
 

@@ -7,6 +7,7 @@
 #include "core/loop.h"
 #include "core/strbuf.h"
 #include "daemon/daemon.h"
+#include "deploy/engine.h"
 #include "proxy/tls.h"
 
 #include <stdbool.h>
@@ -20,7 +21,7 @@ struct dv_daemon_certs *dv_daemon_certs_new(struct dv_loop *loop, const struct d
 void dv_daemon_certs_free(struct dv_daemon_certs *c);
 struct dv_tls *dv_daemon_certs_tls(struct dv_daemon_certs *c);
 /* The engine's domains_changed hook. */
-void dv_daemon_certs_domains(void *arg, const char *const *domains, size_t n);
+void dv_daemon_certs_domains(void *arg, const struct dv_engine_domain *domains, size_t n);
 /* GET /v1/certs. */
 void dv_daemon_certs_report(struct dv_daemon_certs *c, bool json, struct dv_strbuf *out);
 

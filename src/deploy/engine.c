@@ -896,7 +896,7 @@ static void service_free(struct service *s)
 /* Tells the certificate manager which host names the services use. */
 static void report_domains(struct dv_engine *e)
 {
-	char **hosts = NULL;
+	struct dv_engine_domain *hosts = NULL;
 	size_t n = 0;
 	for (struct app *a = e->apps; a; a = a->next)
 		for (size_t i = 0; i < a->nservices; i++) {
@@ -906,18 +906,18 @@ static void report_domains(struct dv_engine *e)
 				char *h = slash ? dv_xstrndup(*d, (size_t)(slash - *d)) : dv_xstrdup(*d);
 				bool dup = false;
 				for (size_t k = 0; k < n && !dup; k++)
-					dup = strcmp(hosts[k], h) == 0;
+					dup = strcmp(hosts[k].host, h) == 0;
 				if (dup) {
 					free(h);
 					continue;
 				}
 				hosts = dv_xrealloc(hosts, (n + 1) * sizeof *hosts);
-				hosts[n++] = h;
+				hosts[n++] = (struct dv_engine_domain){h, p->tls_cert, p->tls_key};
 			}
 		}
-	e->config.domains_changed(e->config.domains_arg, (const char *const *)hosts, n);
+	e->config.domains_changed(e->config.domains_arg, hosts, n);
 	for (size_t k = 0; k < n; k++)
-		free(hosts[k]);
+		free((char *)hosts[k].host);
 	free(hosts);
 }
 

@@ -1921,7 +1921,8 @@ static void listener_event(struct dv_loop *loop, struct dv_io *io, uint32_t even
 		s->readable = true; /* data often arrives with the connection: try at once */
 		if (l->tls) {
 			s->tls = true;
-			s->ssl = dv_tls_conn_new(w->proxy->config.tls, fd);
+			dv_tls_sync(w->proxy->config.tls, &w->certs, &w->certs_gen);
+			s->ssl = dv_tls_conn_new(w->proxy->config.tls, w->certs, fd);
 			if (!s->ssl) {
 				dv_log_warn("proxy", "TLS: cannot create a connection (out of memory?)");
 				close(fd);

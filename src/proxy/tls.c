@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
@@ -146,7 +147,10 @@ static int servername_cb(SSL *ssl, int *alert, void *arg)
 		*alert = SSL_AD_UNRECOGNIZED_NAME;
 		return SSL_TLSEXT_ERR_ALERT_FATAL;
 	}
-	SSL_set_SSL_CTX(ssl, ctx);
+	/* Connections start on the default certificate's context: switching
+	 * (which copies the certificate state) only for other names. */
+	if (ctx != SSL_get_SSL_CTX(ssl))
+		SSL_set_SSL_CTX(ssl, ctx);
 	return SSL_TLSEXT_ERR_OK;
 }
 
@@ -253,6 +257,7 @@ static SSL_CTX *ctx_new(struct dv_tls *tls, char **err)
 	SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
 	SSL_CTX_set_read_ahead(ctx, 1);
 	SSL_CTX_set_app_data(ctx, tls);
+	SSL_CTX_set_tlsext_servername_callback(ctx, servername_cb);
 	return ctx;
 }
 
@@ -271,7 +276,6 @@ struct dv_tls *dv_tls_new(uint64_t ticket_rotate_ms, char **err)
 		dv_tls_free(tls);
 		return NULL;
 	}
-	SSL_CTX_set_tlsext_servername_callback(tls->base, servername_cb);
 	tls->current = dv_tls_certset_new();
 	return tls;
 }
@@ -372,12 +376,23 @@ int dv_tls_certset_add_files(struct dv_tls *tls, struct dv_tls_certset *set, con
 		*err = dv_xasprintf("%s: cannot load the certificate chain: %s", cert_file, ssl_error_text());
 		goto fail;
 	}
-	if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) {
-		*err = dv_xasprintf("%s: cannot load the private key: %s", key_file, ssl_error_text());
+	FILE *kf = fopen(key_file, "re");
+	EVP_PKEY *key = kf ? PEM_read_PrivateKey(kf, NULL, NULL, NULL) : NULL;
+	if (kf)
+		fclose(kf);
+	if (!key) {
+		*err = dv_xasprintf("%s: cannot load the private key: %s", key_file, kf ? ssl_error_text() : strerror(errno));
 		goto fail;
 	}
-	if (SSL_CTX_check_private_key(ctx) != 1) {
+	if (X509_check_private_key(SSL_CTX_get0_certificate(ctx), key) != 1) {
 		*err = dv_xasprintf("%s: the private key does not match the certificate %s", key_file, cert_file);
+		EVP_PKEY_free(key);
+		goto fail;
+	}
+	int used = SSL_CTX_use_PrivateKey(ctx, key);
+	EVP_PKEY_free(key);
+	if (used != 1) {
+		*err = dv_xasprintf("%s: cannot use the private key: %s", key_file, ssl_error_text());
 		goto fail;
 	}
 	set->ctxs = dv_xrealloc(set->ctxs, (set->nctx + 1) * sizeof *set->ctxs);
@@ -521,9 +536,9 @@ char *dv_tls_challenge(struct dv_tls *tls, const char *token, size_t len)
 
 /* ------------------------------------------------------------------ connections */
 
-struct ssl_st *dv_tls_conn_new(struct dv_tls *tls, int fd)
+struct ssl_st *dv_tls_conn_new(struct dv_tls *tls, const struct dv_tls_certset *set, int fd)
 {
-	SSL *ssl = SSL_new(tls->base);
+	SSL *ssl = SSL_new(set && set->nctx ? set->ctxs[0] : tls->base);
 	if (!ssl)
 		return NULL;
 	if (SSL_set_fd(ssl, fd) != 1) {

@@ -76,9 +76,10 @@ char *dv_tls_challenge(struct dv_tls *tls, const char *token, size_t len);
 
 /* ---- connections (on a worker thread) ---- */
 
-/* A server-side TLS connection on the non-blocking socket fd. NULL on
- * failure (out of memory in OpenSSL). */
-struct ssl_st *dv_tls_conn_new(struct dv_tls *tls, int fd);
+/* A server-side TLS connection on the non-blocking socket fd, starting on
+ * the default certificate of `set` (the worker's snapshot; SNI switches only
+ * when the client names another one). NULL on failure (out of memory). */
+struct ssl_st *dv_tls_conn_new(struct dv_tls *tls, const struct dv_tls_certset *set, int fd);
 void dv_tls_conn_free(struct ssl_st *ssl);
 
 /* Advances the handshake; `set` is the worker's current snapshot (used for

@@ -247,3 +247,38 @@ def test_acme_off_without_port_80(tmp_path):
     finally:
         problem = d.stop()
     assert problem is None, problem
+
+
+def test_user_certificate_from_compose(tmp_path):
+    """x-davit.tls {cert, key}: served for the service's domains, listed as user, never sent to a CA."""
+    ca = tlsutil.TestCA(tmp_path / "ca")
+    https_port = free_port()
+    d = Daemon(tmp_path, args=["--https", f"127.0.0.1:{https_port}", "--acme"]).start()
+    try:
+        app = tmp_path / "app"
+        (app / "tls").mkdir(parents=True)
+        ca.leaf("shop.test", out_dir=str(app / "tls"))
+        (app / "compose.yml").write_text(COMPOSE.replace(
+            "domains: [app.test, www.app.test, web.tlsapp.localhost]",
+            "domains: [shop.test]\n      tls: {cert: tls/fullchain.pem, key: tls/privkey.pem}"))
+        d.deploy(str(app / "compose.yml"))
+        c = certs(d)["shop.test"]
+        assert c["status"] == "user" and c["source"] == "user" and c["issuer"] == "davit test CA", c
+        status, _, body, conn = tlsutil.https_get(https_port, "shop.test", "/", cafile=ca.cert)
+        assert status == 200 and b"Directory listing" in body
+        conn.close()
+        assert "requesting a certificate for shop.test" not in d.log()
+        h = http.client.HTTPConnection("127.0.0.1", d.port, timeout=5)
+        h.request("GET", "/x", headers={"Host": "shop.test"})
+        r = h.getresponse()
+        r.read()
+        assert r.status == 301 and r.getheader("Location") == f"https://shop.test:{https_port}/x"
+        # half a tls block is a compose error with its position
+        (app / "compose.yml").write_text(COMPOSE.replace(
+            "domains: [app.test, www.app.test, web.tlsapp.localhost]",
+            "domains: [shop.test]\n      tls: {cert: tls/fullchain.pem}"))
+        r = d.deploy(str(app / "compose.yml"), check=False)
+        assert r.returncode != 0 and "compose.yml:8:" in r.out and "x-davit.tls needs both" in r.out, r.out
+    finally:
+        problem = d.stop()
+    assert problem is None, problem
