@@ -70,9 +70,20 @@ proc_tree_pids() { echo "$1"; pgrep -P "$1"; }
 start origin nginx -c "$BASE/origin/nginx.conf" >/dev/null
 wait_port $ORIGIN || { echo "origin did not start" >&2; exit 1; }
 
+# The machine is shared: before each run wait (up to 30 s) until the busiest core is < 20% busy.
+busiest_core() {
+  local a b
+  a=$(grep '^cpu[0-9]' /proc/stat); sleep 0.5; b=$(grep '^cpu[0-9]' /proc/stat)
+  paste <(echo "$a") <(echo "$b") | awk '{ n = (NF) / 2; t1 = 0; t2 = 0; for (i = 2; i <= n; i++) { t1 += $i; t2 += $(i + n) }
+    idle = ($(n + 5) + $(n + 6)) - ($5 + $6); busy = 100 * (1 - idle / (t2 - t1)); if (busy > m) m = busy } END { printf "%d", m }'
+}
+wait_quiet() { local i; for i in $(seq 60); do (($(busiest_core) < 20)) && return; done; log_noise=1; }
+log_noise=0
+
 declare -A RESULT CPU
 run_one() { # target scenario run
   local target=$1 scen=$2 pid port url hdr=()
+  wait_quiet
   if [[ $target == nginx ]]; then
     pid=$(start nginx-proxy nginx -c "$BASE/proxy/nginx.conf")
     [[ $scen == http-keepalive ]] && port=$NGX_HTTP || port=$NGX_TLS
@@ -116,6 +127,7 @@ done
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END { if (NR % 2) m = a[(NR+1)/2]; else m = (a[NR/2]+a[NR/2+1])/2; printf "%.1f (%.1f-%.1f)", m, a[1], a[NR] }'; }
 med() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END { if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'; }
 echo "## tls bench $(date -u +%Y-%m-%dT%H:%MZ): $RUNS runs x ${DURATION}s, wrk -t1 -c$CONNS, $(nginx -v 2>&1 | sed 's/.*: //'), $(openssl version | cut -d' ' -f1-2)"
+((log_noise)) && echo "(some runs started while another process kept a core over 20% busy: treat the ratios with care)"
 echo
 echo "| scenario | davit req/s | nginx req/s | ratio | davit CPU µs/req | nginx CPU µs/req | CPU ratio |"
 echo "|---|---|---|---|---|---|---|"

@@ -141,29 +141,6 @@ static bool thread_sleep(void *arg, uint64_t ms)
 	return go_on;
 }
 
-static int write_file(const char *path, const char *data, size_t len, mode_t mode, char **err)
-{
-	char *tmp = dv_xasprintf("%s.tmp", path);
-	unlink(tmp);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-	int rc = -1;
-	if (fd == -1) {
-		*err = dv_xasprintf("%s: %s", tmp, strerror(errno));
-	} else {
-		if (write(fd, data, len) != (ssize_t)len || fsync(fd) != 0)
-			*err = dv_xasprintf("%s: write failed: %s", tmp, strerror(errno));
-		else if (rename(tmp, path) != 0)
-			*err = dv_xasprintf("%s: %s", path, strerror(errno));
-		else
-			rc = 0;
-		close(fd);
-		if (rc != 0)
-			unlink(tmp);
-	}
-	free(tmp);
-	return rc;
-}
-
 /* Obtains and stores one certificate. The key is written before the chain:
  * fullchain.pem's rename is what makes the new pair visible, and both are
  * replaced atomically one after the other (a reload between the two renames
@@ -181,7 +158,7 @@ static char *obtain_and_store(struct dv_acme *a, const char *name)
 	else if (chmod(dir, 0700) != 0)
 		err = dv_xasprintf("%s: %s", dir, strerror(errno));
 	if (!err && dv_acme_key_save(key, kpath, &err) == 0)
-		write_file(cpath, chain, strlen(chain), 0644, &err);
+		dv_acme_write_file(cpath, chain, strlen(chain), 0644, &err);
 	dv_acme_key_free(key);
 	free(chain);
 	free(dir);

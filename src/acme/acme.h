@@ -47,6 +47,9 @@ void dv_acme_key_free(struct evp_pkey_st *key);
 /* PEM private key to `path`, created with mode 0600 (replaced atomically). */
 int dv_acme_key_save(struct evp_pkey_st *key, const char *path, char **err);
 struct evp_pkey_st *dv_acme_key_load(const char *path, char **err);
+/* Replaces `path` atomically with data (a temporary file created with
+ * `mode`, fsynced, renamed). Returns 0 or -1 with *err. */
+int dv_acme_write_file(const char *path, const void *data, size_t len, unsigned mode, char **err);
 
 /* The key's JWK with members in lexicographic order (RFC 7638), caller frees. */
 char *dv_acme_jwk(struct evp_pkey_st *key);

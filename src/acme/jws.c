@@ -125,14 +125,22 @@ int dv_acme_key_save(struct evp_pkey_st *key, const char *path, char **err)
 	}
 	char *pem;
 	long len = BIO_get_mem_data(bio, &pem);
+	int rc = dv_acme_write_file(path, pem, (size_t)len, 0600, err);
+	OPENSSL_cleanse(pem, (size_t)len);
+	BIO_free(bio);
+	return rc;
+}
+
+int dv_acme_write_file(const char *path, const void *data, size_t len, unsigned mode, char **err)
+{
 	char *tmp = dv_xasprintf("%s.tmp", path);
 	unlink(tmp);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, (mode_t)mode);
 	int rc = -1;
 	if (fd == -1) {
 		*err = dv_xasprintf("%s: %s", tmp, strerror(errno));
 	} else {
-		if (write(fd, pem, (size_t)len) != len || fsync(fd) != 0)
+		if (write(fd, data, len) != (ssize_t)len || fsync(fd) != 0)
 			*err = dv_xasprintf("%s: write failed: %s", tmp, strerror(errno));
 		else if (rename(tmp, path) != 0)
 			*err = dv_xasprintf("%s: %s", path, strerror(errno));
@@ -142,8 +150,6 @@ int dv_acme_key_save(struct evp_pkey_st *key, const char *path, char **err)
 		if (rc != 0)
 			unlink(tmp);
 	}
-	OPENSSL_cleanse(pem, (size_t)len);
-	BIO_free(bio);
 	free(tmp);
 	return rc;
 }

@@ -231,3 +231,30 @@ def test_tls_needs_certificates(davit_bin):
                         "/nonexistent.pem,/nonexistent.key", "--route", "*=127.0.0.1:2"],
                        capture_output=True, text=True, timeout=10)
     assert r.returncode == 1 and "/nonexistent.pem" in r.stderr
+
+
+def test_websocket_and_pipelining_over_tls(tls_proxy, ca):
+    import ssl
+    import websocket
+    p = tls_proxy()
+    ws = websocket.create_connection(f"wss://127.0.0.1:{p.tls_port}/ws", host="a.test", timeout=5,
+                                     sslopt={"ca_certs": ca.cert, "server_hostname": "a.test"})
+    for msg in ("hello", "x" * 70000):  # one small frame, one bigger than a TLS record
+        ws.send(msg)
+        assert ws.recv() == msg
+    ws.close()
+    # three pipelined requests in one TLS write: three responses, in order
+    ctx = ssl.create_default_context(cafile=ca.cert)
+    with socket.create_connection(("127.0.0.1", p.tls_port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="b.test") as s:
+            s.sendall(b"".join(f"GET /pipe/{i} HTTP/1.1\r\nHost: b.test\r\n\r\n".encode() for i in range(3)))
+            data = b""
+            deadline = time.monotonic() + 5
+            while data.count(b"HTTP/1.1 200") < 3 or not data.rstrip().endswith(b"}"):
+                assert time.monotonic() < deadline, data
+                chunk = s.recv(65536)
+                assert chunk, data
+                data += chunk
+            assert [data.find(f'"/pipe/{i}"'.encode()) for i in range(3)] == sorted(
+                data.find(f'"/pipe/{i}"'.encode()) for i in range(3))
+            assert all(f'"/pipe/{i}"'.encode() in data for i in range(3))
