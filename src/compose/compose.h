@@ -22,7 +22,7 @@
  *     deploy.{replicas, resources.{limits,reservations}, update_config},
  *     labels (Traefik Host()/PathPrefix() router rules become domains, the
  *     loadbalancer.server.port label becomes the port), volumes, networks,
- *     and x-davit {run, port, domains, health, static}.
+ *     and x-davit {run, port, domains, health, static, tls {cert, key}}.
  * Interpolation: ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message},
  * ${VAR?message}, ${VAR:+alt}, ${VAR+alt}, $VAR and $$ (a literal $), nested
  * in defaults. Variables come from the process environment, which wins over

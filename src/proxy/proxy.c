@@ -1088,75 +1088,40 @@ static bool accept_wants_json(const struct dv_http1_head *h)
 
 static void session_connect(struct session *s);
 
-/* Plain-HTTP requests while TLS is on: an ACME HTTP-01 challenge whose token
- * is published is answered with its key authorization; any other request
- * for a host that has a certificate gets 301 to https:// (same path and
- * query). Returns true if answered (the request of `n` head bytes is
- * consumed). Unknown tokens fall through to the routes. */
+/* Plain-HTTP requests while TLS is on: ACME challenges and redirects to
+ * https (dv_tls_http_answer). Returns true if answered (the request of `n`
+ * head bytes is consumed). */
 static bool session_tls_hooks(struct session *s, const struct dv_http1_request *r, const char *path,
                               size_t path_len, int n)
 {
 	struct dv_proxy *p = s->w->proxy;
-	static const char prefix[] = "/.well-known/acme-challenge/";
-	const size_t plen = sizeof prefix - 1;
-	struct dv_strbuf body;
+	const struct sockaddr_in *sin = (const struct sockaddr_in *)&p->config.tls_listen[0].addr;
+	unsigned tls_port = p->config.ntls_listen && p->config.https_redirect ? ntohs(sin->sin_port) : 0;
+	struct dv_strbuf head, body;
+	dv_strbuf_init(&head);
 	dv_strbuf_init(&body);
-	char head[1024];
-	int hlen, status;
-	if (path_len > plen && memcmp(path, prefix, plen) == 0) {
-		const char *tok = path + plen;
-		size_t tlen = path_len - plen;
-		const char *q = memchr(tok, '?', tlen);
-		if (q)
-			tlen = (size_t)(q - tok);
-		char *ka = dv_tls_challenge(p->config.tls, tok, tlen);
-		if (!ka)
-			return false;
-		dv_strbuf_puts(&body, ka);
-		free(ka);
-		status = 200;
-		hlen = snprintf(head, sizeof head, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n");
-	} else if (p->config.https_redirect && r->host && r->host_len < 256 && p->config.ntls_listen &&
-	           (dv_tls_sync(p->config.tls, &s->w->certs, &s->w->certs_gen),
-	            dv_tls_certset_has_host(s->w->certs, r->host, r->host_len))) {
-		size_t hl = r->host_len;
-		const char *colon = memchr(r->host, ':', hl);
-		if (colon && r->host[0] != '[')
-			hl = (size_t)(colon - r->host);
-		const struct sockaddr_in *sin = (const struct sockaddr_in *)&p->config.tls_listen[0].addr;
-		unsigned port = ntohs(sin->sin_port); /* same offset in sockaddr_in6 */
-		char portbuf[16] = "";
-		if (port != 443)
-			snprintf(portbuf, sizeof portbuf, ":%u", port);
-		dv_strbuf_printf(&body, "<!doctype html><title>301 Moved Permanently</title><a href=\"https://%.*s%s%.*s\">"
-		                 "moved to HTTPS</a>\n", (int)hl, r->host, portbuf, (int)path_len, path);
-		status = 301;
-		hlen = snprintf(head, sizeof head,
-		                "HTTP/1.1 301 Moved Permanently\r\nLocation: https://%.*s%s%.*s\r\n"
-		                "Content-Type: text/html; charset=utf-8\r\n",
-		                (int)hl, r->host, portbuf, (int)(path_len < 800 ? path_len : 0), path);
-		if (path_len >= 800) {
-			dv_strbuf_dispose(&body);
-			return false; /* too long to redirect here: let the route answer */
-		}
-	} else {
-		return false;
+	dv_tls_sync(p->config.tls, &s->w->certs, &s->w->certs_gen);
+	int status = dv_tls_http_answer(p->config.tls, s->w->certs, r->host, r->host ? r->host_len : 0, path, path_len,
+	                                tls_port, &head, &body);
+	if (status) {
+		s->in.start += (uint32_t)n;
+		bool keep = s->keep_alive && body_finished(&s->req) && !s->w->stopping;
+		buf_alloc(s->w, &s->out);
+		buf_append(&s->out, head.data, head.len);
+		char tail[320];
+		int tlen = snprintf(tail, sizeof tail, "Content-Length: %zu\r\nCache-Control: no-store\r\nX-Request-Id: %s\r\n"
+		                    "Connection: %s\r\n\r\n", body.len, s->request_id, keep ? "keep-alive" : "close");
+		buf_append(&s->out, tail, (size_t)tlen);
+		if (!s->is_head && body.len)
+			buf_append(&s->out, body.data, body.len);
+		s->status = status;
+		s->keep_alive = keep;
+		s->close_after = !keep;
+		s->state = S_RESPOND;
 	}
-	s->in.start += (uint32_t)n;
-	bool keep = s->keep_alive && body_finished(&s->req) && !s->w->stopping;
-	buf_alloc(s->w, &s->out);
-	buf_append(&s->out, head, (size_t)hlen);
-	hlen = snprintf(head, sizeof head, "Content-Length: %zu\r\nCache-Control: no-store\r\nX-Request-Id: %s\r\n"
-	                "Connection: %s\r\n\r\n", body.len, s->request_id, keep ? "keep-alive" : "close");
-	buf_append(&s->out, head, (size_t)hlen);
-	if (!s->is_head && body.len)
-		buf_append(&s->out, body.data, body.len);
+	dv_strbuf_dispose(&head);
 	dv_strbuf_dispose(&body);
-	s->status = status;
-	s->keep_alive = keep;
-	s->close_after = !keep;
-	s->state = S_RESPOND;
-	return true;
+	return status != 0;
 }
 
 /* Parses and starts the request at the head of s->in. Returns true if the

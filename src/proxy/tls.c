@@ -534,6 +534,42 @@ char *dv_tls_challenge(struct dv_tls *tls, const char *token, size_t len)
 	return out;
 }
 
+int dv_tls_http_answer(struct dv_tls *tls, const struct dv_tls_certset *set, const char *host, size_t host_len,
+                       const char *path, size_t path_len, unsigned tls_port, struct dv_strbuf *head,
+                       struct dv_strbuf *body)
+{
+	static const char prefix[] = "/.well-known/acme-challenge/";
+	const size_t plen = sizeof prefix - 1;
+	if (path_len >= plen && memcmp(path, prefix, plen) == 0) { /* never redirected */
+		const char *tok = path + plen;
+		size_t tlen = path_len - plen;
+		const char *q = memchr(tok, '?', tlen);
+		if (q)
+			tlen = (size_t)(q - tok);
+		char *ka = tlen ? dv_tls_challenge(tls, tok, tlen) : NULL;
+		if (!ka)
+			return 0;
+		dv_strbuf_puts(body, ka);
+		free(ka);
+		dv_strbuf_puts(head, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n");
+		return 200;
+	}
+	/* Hosts are at most 253 characters; a path this long is the route's business. */
+	if (!tls_port || !host || host_len >= 256 || path_len >= 4096 || !dv_tls_certset_has_host(set, host, host_len))
+		return 0;
+	const char *colon = memchr(host, ':', host_len);
+	if (colon && host[0] != '[')
+		host_len = (size_t)(colon - host);
+	char port[16] = "";
+	if (tls_port != 443)
+		snprintf(port, sizeof port, ":%u", tls_port);
+	dv_strbuf_printf(head, "HTTP/1.1 301 Moved Permanently\r\nLocation: https://%.*s%s%.*s\r\n"
+	                 "Content-Type: text/html; charset=utf-8\r\n", (int)host_len, host, port, (int)path_len, path);
+	dv_strbuf_printf(body, "<!doctype html><title>301 Moved Permanently</title><a href=\"https://%.*s%s%.*s\">"
+	                 "moved to HTTPS</a>\n", (int)host_len, host, port, (int)path_len, path);
+	return 301;
+}
+
 /* ------------------------------------------------------------------ connections */
 
 struct ssl_st *dv_tls_conn_new(struct dv_tls *tls, const struct dv_tls_certset *set, int fd)

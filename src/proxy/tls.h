@@ -20,6 +20,8 @@
 #ifndef DV_PROXY_TLS_H
 #define DV_PROXY_TLS_H
 
+#include "core/strbuf.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -73,6 +75,18 @@ void dv_tls_sync(struct dv_tls *tls, struct dv_tls_certset **set, unsigned *gen)
 void dv_tls_set_challenge(struct dv_tls *tls, const char *token, const char *key_authorization);
 /* The key authorization for token[0..len), or NULL (caller frees). */
 char *dv_tls_challenge(struct dv_tls *tls, const char *token, size_t len);
+
+/* A plain-HTTP request for host[0..host_len) (a Host header, maybe with a
+ * port; may be NULL) and path (with query): if it is an ACME HTTP-01
+ * challenge with a published token, returns 200 and the key authorization
+ * as body; else, if tls_port is non-zero and `set` has a certificate for the
+ * host, returns 301 to https://HOST[:tls_port]/path (port left out when 443).
+ * `head` gets the status line and the fields specific to the answer (the
+ * caller adds Content-Length and the rest). Returns 0 when the request is
+ * not answered here (unknown tokens go to the routes). */
+int dv_tls_http_answer(struct dv_tls *tls, const struct dv_tls_certset *set, const char *host, size_t host_len,
+                       const char *path, size_t path_len, unsigned tls_port, struct dv_strbuf *head,
+                       struct dv_strbuf *body);
 
 /* ---- connections (on a worker thread) ---- */
 

@@ -173,12 +173,54 @@ static void test_challenges(void **state)
 	dv_tls_free(tls); /* frees the remaining token */
 }
 
+static int answer(struct dv_tls *tls, const struct dv_tls_certset *set, const char *host, const char *path,
+                  unsigned port, struct dv_strbuf *head, struct dv_strbuf *body)
+{
+	dv_strbuf_reset(head);
+	dv_strbuf_reset(body);
+	return dv_tls_http_answer(tls, set, host, host ? strlen(host) : 0, path, strlen(path), port, head, body);
+}
+
+static void test_http_answers(void **state)
+{
+	char *err = NULL;
+	struct dv_tls *tls = dv_tls_new(0, &err);
+	struct dv_tls_certset *set = dv_tls_certset_new();
+	assert_int_equal(dv_tls_certset_add_dir(tls, set, dir, &err), 3);
+	dv_tls_publish(tls, set);
+	struct dv_strbuf h, b;
+	dv_strbuf_init(&h);
+	dv_strbuf_init(&b);
+	/* redirects: same path and query, Host's port dropped, :443 implied */
+	assert_int_equal(answer(tls, set, "a.test:80", "/x/y?q=1", 8443, &h, &b), 301);
+	assert_non_null(strstr(h.data, "HTTP/1.1 301 Moved Permanently\r\n"));
+	assert_non_null(strstr(h.data, "\r\nLocation: https://a.test:8443/x/y?q=1\r\n"));
+	assert_int_equal(answer(tls, set, "z.wild.test", "/", 443, &h, &b), 301);
+	assert_non_null(strstr(h.data, "\r\nLocation: https://z.wild.test/\r\n"));
+	assert_int_equal(answer(tls, set, "nocert.test", "/", 443, &h, &b), 0); /* no certificate: proxied */
+	assert_int_equal(answer(tls, set, NULL, "/", 443, &h, &b), 0);
+	assert_int_equal(answer(tls, set, "a.test", "/", 0, &h, &b), 0); /* redirect off */
+	/* challenges: answered with the key authorization on any host, never redirected */
+	dv_tls_set_challenge(tls, "tok-1", "tok-1.thumb");
+	assert_int_equal(answer(tls, set, "a.test", "/.well-known/acme-challenge/tok-1", 443, &h, &b), 200);
+	assert_string_equal(b.data, "tok-1.thumb");
+	assert_non_null(strstr(h.data, "HTTP/1.1 200 OK\r\n"));
+	assert_int_equal(answer(tls, set, "other.test", "/.well-known/acme-challenge/tok-1?x", 0, &h, &b), 200);
+	assert_int_equal(answer(tls, set, "a.test", "/.well-known/acme-challenge/nope", 443, &h, &b), 0);
+	assert_int_equal(answer(tls, set, "a.test", "/.well-known/acme-challenge/", 443, &h, &b), 0);
+	assert_int_equal(answer(tls, set, "a.test", "/.well-known/acme-challengeX", 443, &h, &b), 301);
+	dv_strbuf_dispose(&h);
+	dv_strbuf_dispose(&b);
+	dv_tls_free(tls);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_names_and_lookup),
 		cmocka_unit_test(test_load_errors),
 		cmocka_unit_test(test_challenges),
+		cmocka_unit_test(test_http_answers),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
