@@ -32,6 +32,12 @@
 struct dv_engine;
 struct dv_store;
 
+/* A domain the services route, for the certificate manager. */
+struct dv_engine_domain {
+	const char *host;
+	const char *tls_cert, *tls_key; /* user-supplied (x-davit.tls), or NULL: ACME */
+};
+
 struct dv_engine_config {
 	struct dv_loop *loop;        /* the control loop (borrowed) */
 	struct dv_proxy *proxy;      /* routes are published here (borrowed) */
@@ -48,6 +54,11 @@ struct dv_engine_config {
 	 * the app port published on 127.0.0.1:<its replica port>. */
 	bool docker_loopback;
 	unsigned keep_images;        /* images of this many newest releases are kept per service (5) */
+	/* After each route publication: every host name the services' domains
+	 * name (deduplicated, without paths) with the service's x-davit.tls
+	 * files (or NULL), for certificates. May be NULL. */
+	void (*domains_changed)(void *arg, const struct dv_engine_domain *domains, size_t n);
+	void *domains_arg;
 };
 
 /* Called when an asynchronous operation ends. ok: it succeeded. text: a
