@@ -71,14 +71,16 @@ void dv_daemon_docker_api(struct dv_api_request *req, struct dv_engine *engine, 
 			if (!nl || nl == copy) {
 				dv_api_respond_error(req, 400, "the body is \"USER\\nPASSWORD\"");
 			} else {
+				/* The registry checks them (through the engine) before they are stored. */
 				*nl = '\0';
-				if (dv_registry_save(state_dir, host, copy, nl + 1, &err) != 0) {
-					dv_api_respond_error(req, 500, err);
+				struct dv_runtime *d = dv_engine_docker(engine, &err);
+				if (!d) {
+					dv_api_respond_error(req, 502, err);
 				} else {
-					char *msg = dv_xasprintf("credentials for %s stored (encrypted); pulls from %s use them\n",
-					                         host, host);
-					dv_api_respond(req, 200, "text/plain; charset=utf-8", msg, strlen(msg));
-					free(msg);
+					struct vol_call *v = dv_xcalloc(1, sizeof *v);
+					v->req = req;
+					dv_api_on_close(req, vol_closed, v);
+					dv_docker_login(d, host, copy, nl + 1, vol_done, v);
 				}
 			}
 			sodium_memzero(copy, len);

@@ -59,7 +59,7 @@ struct msg {
 
 /* ---- jobs for the job threads ---- */
 
-enum job_type { J_START, J_STOP, J_WAIT, J_PRUNE, J_VOLUMES, J_REMOVE };
+enum job_type { J_START, J_STOP, J_WAIT, J_PRUNE, J_VOLUMES, J_REMOVE, J_LOGIN };
 
 struct start_net {
 	char *name;
@@ -86,6 +86,7 @@ struct job {
 	unsigned keep;
 	char **in_use;
 	bool remove;
+	char *user, *password; /* J_LOGIN (app holds the host) */
 	dv_docker_done_cb done;
 	void *arg;
 };
@@ -1327,6 +1328,40 @@ static void job_volumes(struct dk_runtime *rt, CURL *c, struct job *j, struct dv
 	resp_reset(&resp);
 }
 
+static void job_login(struct dk_runtime *rt, CURL *c, struct job *j, struct dv_strbuf *report, int *rc_out)
+{
+	struct dv_strbuf b;
+	struct dv_json w;
+	dv_strbuf_init(&b);
+	dv_json_init(&w, &b);
+	dv_json_object_begin(&w);
+	dv_json_key(&w, "username");
+	dv_json_string(&w, j->user);
+	dv_json_key(&w, "password");
+	dv_json_string(&w, j->password);
+	dv_json_key(&w, "serveraddress");
+	dv_json_string(&w, j->app);
+	dv_json_object_end(&w);
+	struct resp resp = {0};
+	char *err = NULL;
+	*rc_out = -1;
+	if (api_call(rt, c, "POST", "/auth", b.data, 60, &resp, 0, &err) != 0) {
+		dv_strbuf_printf(report, "%s: the registry refused the credentials or cannot be reached: %s", j->app, err);
+	} else if (!rt->state_dir) {
+		dv_strbuf_puts(report, "no state directory to store credentials in");
+	} else if (dv_registry_save(rt->state_dir, j->app, j->user, j->password, &err) != 0) {
+		dv_strbuf_puts(report, err);
+	} else {
+		dv_strbuf_printf(report, "login to %s succeeded; credentials stored (encrypted); pulls from %s use them\n",
+		                 j->app, j->app);
+		*rc_out = 0;
+	}
+	sodium_memzero(b.data, b.len);
+	dv_strbuf_dispose(&b);
+	resp_reset(&resp);
+	free(err);
+}
+
 static void job_free(struct job *j)
 {
 	free(j->create_json);
@@ -1346,6 +1381,10 @@ static void job_free(struct job *j)
 	strv_free(j->bind_dirs);
 	free(j->app);
 	strv_free(j->in_use);
+	free(j->user);
+	if (j->password)
+		sodium_memzero(j->password, strlen(j->password));
+	free(j->password);
 	free(j);
 }
 
@@ -1380,6 +1419,7 @@ static void *job_thread(void *arg)
 		case J_WAIT: job_wait(rt, c, j); break;
 		case J_PRUNE: job_prune(rt, c, j, &report, &rc); break;
 		case J_VOLUMES: job_volumes(rt, c, j, &report, &rc); break;
+		case J_LOGIN: job_login(rt, c, j, &report, &rc); break;
 		case J_REMOVE: {
 			char *err = NULL;
 			if (remove_container(rt, c, j->app, &err) != 0)
@@ -1755,6 +1795,73 @@ static int dk_stop(struct dv_runtime *base, struct dv_replica *r, char **err)
 	return 0;
 }
 
+/* A number from a cgroup file: the whole file, or the value after `key ` on its line. */
+static bool read_cg(const char *path, const char *key, uint64_t *out)
+{
+	char buf[4096];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd == -1)
+		return false;
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	const char *p = buf;
+	if (key) {
+		size_t kl = strlen(key);
+		for (p = buf; p && !(strncmp(p, key, kl) == 0 && p[kl] == ' '); p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+			;
+		if (!p)
+			return false;
+		p += kl + 1;
+	}
+	char *end;
+	unsigned long long v = strtoull(p, &end, 10);
+	if (end == p)
+		return false;
+	*out = v;
+	return true;
+}
+
+/* Memory, CPU time and processes of a running container from its cgroup
+ * (cgroupfs files: cheap reads, allowed on the loop): v1 docker/<id>, v2
+ * system.slice/docker-<id>.scope or docker/<id>. */
+static void container_usage(const char *id, struct dv_replica_info *info)
+{
+	char path[512];
+	uint64_t v;
+	snprintf(path, sizeof path, "/sys/fs/cgroup/memory/docker/%s/memory.stat", id);
+	if (read_cg(path, "total_rss", &v)) {
+		info->rss_bytes = v;
+		snprintf(path, sizeof path, "/sys/fs/cgroup/cpuacct/docker/%s/cpuacct.usage", id);
+		if (read_cg(path, NULL, &v))
+			info->cpu_time_ms = v / 1000000;
+		snprintf(path, sizeof path, "/sys/fs/cgroup/pids/docker/%s/pids.current", id);
+		if (read_cg(path, NULL, &v))
+			info->processes = (unsigned)v;
+		return;
+	}
+	for (int i = 0; i < 2; i++) {
+		char dir[400];
+		if (i == 0)
+			snprintf(dir, sizeof dir, "/sys/fs/cgroup/system.slice/docker-%s.scope", id);
+		else
+			snprintf(dir, sizeof dir, "/sys/fs/cgroup/docker/%s", id);
+		snprintf(path, sizeof path, "%s/memory.current", dir);
+		if (!read_cg(path, NULL, &v))
+			continue;
+		info->rss_bytes = v;
+		snprintf(path, sizeof path, "%s/cpu.stat", dir);
+		if (read_cg(path, "usage_usec", &v))
+			info->cpu_time_ms = v / 1000;
+		snprintf(path, sizeof path, "%s/pids.current", dir);
+		if (read_cg(path, NULL, &v))
+			info->processes = (unsigned)v;
+		return;
+	}
+}
+
 static int dk_inspect(struct dv_runtime *base, struct dv_replica *r, struct dv_replica_info *info, char **err)
 {
 	struct dk_runtime *rt = (struct dk_runtime *)base;
@@ -1762,7 +1869,11 @@ static int dk_inspect(struct dv_runtime *base, struct dv_replica *r, struct dv_r
 	info->state = r->state;
 	pthread_mutex_lock(&rt->lock);
 	info->pid = r->pid;
+	char *id = r->started && r->id ? dv_xstrdup(r->id) : NULL;
 	pthread_mutex_unlock(&rt->lock);
+	if (id && r->state != DV_REPLICA_EXITED)
+		container_usage(id, info);
+	free(id);
 	info->started_at_ms = r->started_at_ms;
 	uint64_t end = r->state == DV_REPLICA_EXITED ? r->ended_mono : dv_loop_update_now(rt->loop);
 	info->uptime_ms = end > r->started_mono ? end - r->started_mono : 0;
@@ -2108,5 +2219,18 @@ void dv_docker_remove_container(struct dv_runtime *base, const char *id)
 	struct job *j = dv_xcalloc(1, sizeof *j);
 	j->type = J_REMOVE;
 	j->app = dv_xstrdup(id); /* the id travels in the app field */
+	queue_job((struct dk_runtime *)base, j);
+}
+
+void dv_docker_login(struct dv_runtime *base, const char *host, const char *user, const char *password,
+                     dv_docker_done_cb done, void *arg)
+{
+	struct job *j = dv_xcalloc(1, sizeof *j);
+	j->type = J_LOGIN;
+	j->app = dv_xstrdup(host);
+	j->user = dv_xstrdup(user);
+	j->password = dv_xstrdup(password);
+	j->done = done;
+	j->arg = arg;
 	queue_job((struct dk_runtime *)base, j);
 }

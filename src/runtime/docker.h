@@ -77,6 +77,12 @@ void dv_docker_prune_images(struct dv_runtime *rt, const char *app, unsigned kee
  * (and the app's networks) and reports what it deleted. */
 void dv_docker_app_volumes(struct dv_runtime *rt, const char *app, bool remove, dv_docker_done_cb done, void *arg);
 
+/* Checks credentials with the registry through the engine (POST /auth) and
+ * stores them (registry.h) only if the registry accepts them. done's text
+ * says what happened. */
+void dv_docker_login(struct dv_runtime *rt, const char *host, const char *user, const char *password,
+                     dv_docker_done_cb done, void *arg);
+
 /* Stops and removes a container by id (a leftover recovery did not adopt). */
 void dv_docker_remove_container(struct dv_runtime *rt, const char *id);
 

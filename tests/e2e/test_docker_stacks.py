@@ -170,6 +170,9 @@ def test_lumira_stack_redeploy_under_load_rollback_and_rebuild(davit_env, docker
     assert web["Config"]["Healthcheck"]["Test"][0] == "CMD-SHELL"  # the Dockerfile's HEALTHCHECK
     redis = engine_get(f"/containers/{containers(app, 'redis')[0]['id']}/json")
     assert redis["Config"]["Entrypoint"] == ["/bin/sh", "-c"], redis["Config"]
+    # `davit ps` reads the containers' memory from their cgroups.
+    reps = d.replicas("api", app)
+    assert all(r.get("rss_bytes", 0) > 0 for r in reps if r.get("role") == "active"), reps
     # `davit logs` has the containers' own output.
     assert "api 1 listening on 8000" in d.cli("logs", "api").out
 
@@ -460,10 +463,16 @@ services:
 """)
         r = d.deploy(str(compose), check=False)
         assert r.returncode == 1 and f"davit registry login {registry}" in r.out, r.out
-        r = subprocess.run([os.environ.get("DAVIT_BIN", "davit"), "registry", "login", registry, "--username", "user",
-                            "--state-dir", d.state_dir], input="s3cret-pw\n", capture_output=True, text=True,
-                           timeout=30)
-        assert r.returncode == 0 and "stored" in r.stdout, (r.stdout, r.stderr)
+        def login(password):
+            return subprocess.run([os.environ.get("DAVIT_BIN", "davit"), "registry", "login", registry, "--username",
+                                   "user", "--state-dir", d.state_dir], input=password + "\n", capture_output=True,
+                                  text=True, timeout=60)
+        # A wrong password is refused by the registry and not stored.
+        r = login("wrong-pw")
+        assert r.returncode == 1 and "refused" in r.stdout + r.stderr, (r.stdout, r.stderr)
+        assert not os.path.exists(os.path.join(d.state_dir, "registries", registry))
+        r = login("s3cret-pw")
+        assert r.returncode == 0 and "login to" in r.stdout and "stored" in r.stdout, (r.stdout, r.stderr)
         # Encrypted at rest: the password is not in the file; the key is private.
         blob = open(os.path.join(d.state_dir, "registries", registry), "rb").read()
         assert b"s3cret-pw" not in blob and b"user" not in blob
