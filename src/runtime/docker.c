@@ -33,7 +33,7 @@
 #include <unistd.h>
 
 #define DEFAULT_HOST "unix:///var/run/docker.sock"
-#define DEFAULT_THREADS 4
+#define DEFAULT_THREADS 8 /* start gates can hold one for a while (a Docker health interval) */
 #define DEFAULT_HEALTH_WAIT_MS 60000u
 #define CONTEXT_MAX (512ull << 20)
 #define GATE_POLL_MS 100

@@ -43,7 +43,7 @@ struct dv_docker_options {
 	const char *host;        /* NULL: $DOCKER_HOST, else unix:///var/run/docker.sock */
 	const char *state_dir;   /* registry credentials (registry.h); NULL: none */
 	size_t ring_lines;       /* log lines kept in memory per replica; 0: 1000 */
-	unsigned threads;        /* job threads; 0: 4 */
+	unsigned threads;        /* job threads; 0: 8 */
 };
 
 /* Creates the driver (no engine call yet). NULL with *err if a thread or the

@@ -299,6 +299,20 @@ def test_booking_internal_network_volumes_survive_everything(davit_env, docker_a
     healthy(d, app, {"db": 1})
     assert one(app, "db")["id"] != db["id"] and marker() == "keep-me\n"
 
+    # A new database release that never comes up: the deploy fails and, the
+    # old one being stopped already (stop-first), starts it again; data kept.
+    compose.write_text(booking_compose(app, busybox_image, db_env="3").replace(
+        'environment: {DB_CONFIG: "3"}', 'environment: {DB_CONFIG: "3"}\n    entrypoint: ["sh", "-c", "exit 3"]'))
+    r = d.deploy(str(compose), check=False)
+    assert r.returncode == 1 and "started release 2 again (stop-first)" in r.out, r.out
+    healthy(d, app, {"db": 1})
+    assert one(app, "db")["release"] == "2" and marker() == "keep-me\n"
+    compose.write_text(booking_compose(app, busybox_image, db_env="2"))
+    # `davit restart` of the stateful service: stop-first too, data kept.
+    d.cli("restart", "db")
+    healthy(d, app, {"db": 1})
+    assert marker() == "keep-me\n"
+
     # kill -9 of the daemon: containers keep running and are adopted, not restarted.
     before = {c["service"]: c["id"] for c in containers(app)}
     d.proc.send_signal(signal.SIGKILL)
