@@ -576,6 +576,17 @@ static void start_health(struct replica *r)
 		dv_timer_set(e->config.loop, &e->probe_timer, loop_now(e) + PROBE_FAST_MS);
 }
 
+/* A replica's runtime handle exists: it is starting. */
+static void replica_started(struct replica *r, const char *what)
+{
+	r->state = R_STARTING;
+	r->started_at = unix_ms();
+	r->has_exit = false;
+	snprintf(r->last_health, sizeof r->last_health, "%s", what);
+	record_replica(r);
+	log_subs_attach(r->svc->app->engine, r);
+}
+
 /* A container replica runs once its image is there and its start gates
  * passed (docker.h): only then is it probed. */
 static void replica_running(struct dv_replica *handle, void *arg)
@@ -653,12 +664,7 @@ static int container_spawn(struct replica *r, char **err)
 		r->rt = NULL;
 		return -1;
 	}
-	r->state = R_STARTING;
-	r->started_at = unix_ms();
-	r->has_exit = false;
-	snprintf(r->last_health, sizeof r->last_health, "starting (container)");
-	record_replica(r);
-	log_subs_attach(e, r);
+	replica_started(r, "starting (container)");
 	return 0;
 }
 
@@ -710,12 +716,7 @@ static int replica_spawn(struct replica *r, char **err)
 		r->rt = NULL;
 		return -1;
 	}
-	r->state = R_STARTING;
-	r->started_at = unix_ms();
-	r->has_exit = false;
-	snprintf(r->last_health, sizeof r->last_health, "starting");
-	record_replica(r);
-	log_subs_attach(e, r);
+	replica_started(r, "starting");
 	start_health(r);
 	return 0;
 }

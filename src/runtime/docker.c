@@ -873,6 +873,21 @@ static void sleep_ms(unsigned ms)
 	nanosleep(&ts, NULL);
 }
 
+/* docker stop with the replica's timeout (SIGTERM through the container's
+ * init, SIGKILL after it); errors are logged (the exit is seen anyway). */
+static void stop_container(struct dk_runtime *rt, CURL *c, struct dv_replica *r, const char *id)
+{
+	char *path = dv_xasprintf("/containers/%s/stop?t=%" PRIu64, id, (r->stop_timeout_ms + 999) / 1000);
+	struct resp resp = {0};
+	char *err = NULL;
+	if (api_call(rt, c, "POST", path, NULL, (long)(r->stop_timeout_ms / 1000 + 30), &resp, 304, &err) != 0 &&
+	    resp.status != 404)
+		dv_log_warn("docker", "stopping %s: %s", r->cname, err);
+	free(err);
+	free(path);
+	resp_reset(&resp);
+}
+
 static void job_start(struct dk_runtime *rt, CURL *c, struct job *j)
 {
 	struct dv_replica *r = j->r;
@@ -988,12 +1003,7 @@ static void job_start(struct dk_runtime *rt, CURL *c, struct job *j)
 	stream_add(rt, r, id, 0);
 	events_ensure(rt);
 	if (stop_now) {
-		char *sp = dv_xasprintf("/containers/%s/stop?t=%" PRIu64, id, (r->stop_timeout_ms + 999) / 1000);
-		resp_reset(&resp);
-		char *serr = NULL;
-		api_call(rt, c, "POST", sp, NULL, (long)(r->stop_timeout_ms / 1000 + 30), &resp, 304, &serr);
-		free(serr);
-		free(sp);
+		stop_container(rt, c, r, id);
 		goto out;
 	}
 gates:;
@@ -1046,12 +1056,7 @@ gates:;
 			          !health_ok ? "the container's Docker health check did not pass"
 			                     : "nothing accepted connections on the app port",
 			          limit / 1000);
-			char *sp = dv_xasprintf("/containers/%s/stop?t=%" PRIu64, id, (r->stop_timeout_ms + 999) / 1000);
-			resp_reset(&resp);
-			char *serr = NULL;
-			api_call(rt, c, "POST", sp, NULL, (long)(r->stop_timeout_ms / 1000 + 30), &resp, 304, &serr);
-			free(serr);
-			free(sp);
+			stop_container(rt, c, r, id);
 			goto out;
 		}
 		sleep_ms(GATE_POLL_MS);
@@ -1108,16 +1113,8 @@ static void job_stop(struct dk_runtime *rt, CURL *c, struct job *j)
 		free(id);
 		return;
 	}
-	char *path = dv_xasprintf("/containers/%s/stop?t=%" PRIu64, id, (r->stop_timeout_ms + 999) / 1000);
-	struct resp resp = {0};
-	char *err = NULL;
-	if (api_call(rt, c, "POST", path, NULL, (long)(r->stop_timeout_ms / 1000 + 30), &resp, 304, &err) != 0 &&
-	    resp.status != 404)
-		dv_log_warn("docker", "stopping %s: %s", r->cname, err);
-	free(err);
-	free(path);
+	stop_container(rt, c, r, id);
 	free(id);
-	resp_reset(&resp);
 }
 
 /* The log stream ended: the container stopped. Its exit code, then away with it. */
