@@ -39,6 +39,7 @@ void dv_engine_cspec_build(struct dv_engine_cspec *cs, const struct dv_plan_serv
 	s->image = cs->image_tag;
 	s->pull = c->build_context ? NULL : c->image;
 	s->build_context = c->build_context;
+	s->build_digest = c->build_digest;
 	s->dockerfile = c->dockerfile;
 	s->build_target = c->build_target;
 	s->build_args = c->build_args;

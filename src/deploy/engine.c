@@ -1236,12 +1236,24 @@ static void prune_images(struct app *a)
 			any = true;
 	if (!d || !any)
 		return;
-	char cur[32], prev[32];
-	snprintf(cur, sizeof cur, "%lld", (long long)a->release);
-	snprintf(prev, sizeof prev, "%lld", (long long)(a->deploy ? a->deploy->previous : 0));
-	char *in_use[] = {cur, prev, NULL};
+	/* Kept: the serving and previous releases, and every release a replica
+	 * still runs (an unchanged service keeps its older release's image). */
+	size_t n = 0, cap = 8;
+	char **in_use = dv_xcalloc(cap, sizeof *in_use);
+	in_use[n++] = dv_xasprintf("%lld", (long long)a->release);
+	in_use[n++] = dv_xasprintf("%lld", (long long)(a->deploy ? a->deploy->previous : 0));
+	for (size_t i = 0; i < a->nservices; i++)
+		for (struct replica *r = a->services[i]->active; r; r = r->next) {
+			if (n + 2 > cap)
+				in_use = dv_xrealloc(in_use, (cap *= 2) * sizeof *in_use);
+			in_use[n++] = dv_xasprintf("%lld", (long long)r->release);
+		}
+	in_use[n] = NULL;
 	dv_docker_prune_images(d, a->name, a->engine->config.keep_images ? a->engine->config.keep_images : 5, in_use, NULL,
 	                       NULL);
+	for (size_t i = 0; i < n; i++)
+		free(in_use[i]);
+	free(in_use);
 }
 
 /* Moves a service's pending replicas into service: they become active, the

@@ -13,6 +13,7 @@
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
+#include <openssl/evp.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -72,7 +73,7 @@ struct job {
 	enum job_type type;
 	struct dv_replica *r;
 	/* J_START */
-	char *create_json, *image, *pull, *build_ctx, *dockerfile, *target, *adopt_id;
+	char *create_json, *image, *pull, *build_ctx, *build_digest, *dockerfile, *target, *adopt_id;
 	char **build_args;
 	struct start_net *nets;
 	size_t n_nets;
@@ -521,6 +522,24 @@ static int build_image(struct dk_runtime *rt, CURL *c, struct job *j, char **err
 	if (dv_tar_directory(j->build_ctx, CONTEXT_MAX, &tar, err) != 0) {
 		dv_strbuf_dispose(&tar);
 		return -1;
+	}
+	if (j->build_digest) {
+		/* The release was made from a context with this digest: an image
+		 * rebuilt from another one would not be that release. */
+		unsigned char md[EVP_MAX_MD_SIZE];
+		unsigned int n = 0;
+		char hex[2 * EVP_MAX_MD_SIZE + 1];
+		EVP_Digest(tar.data, tar.len, md, &n, EVP_sha256(), NULL);
+		for (unsigned i = 0; i < n; i++)
+			snprintf(hex + 2 * i, 3, "%02x", md[i]);
+		if (strcmp(hex, j->build_digest) != 0) {
+			*err = dv_xasprintf("the image %s of this release is gone (pruned?) and %s has changed since the "
+			                    "release was made, so it cannot be rebuilt as it was: deploy the current files "
+			                    "instead (and keep more images with davit daemon --keep-images N)",
+			                    j->image, j->build_ctx);
+			dv_strbuf_dispose(&tar);
+			return -1;
+		}
 	}
 	struct dv_strbuf q;
 	dv_strbuf_init(&q);
@@ -1365,6 +1384,7 @@ static void job_free(struct job *j)
 	free(j->image);
 	free(j->pull);
 	free(j->build_ctx);
+	free(j->build_digest);
 	free(j->dockerfile);
 	free(j->target);
 	free(j->adopt_id);
@@ -1717,7 +1737,11 @@ static int dk_start(struct dv_runtime *base, const struct dv_replica_spec *spec,
 	r->release = dup_or_null(spec->release);
 	r->name = spec->name ? dv_xstrdup(spec->name)
 	                     : dv_xasprintf("%s-%u", spec->release ? spec->release : "r", spec->index);
-	r->cname = dv_docker_container_name(r->app, r->service, r->name);
+	/* A start-first restart runs two containers of one replica name at once:
+	 * the container name gets the start time too. */
+	char *unique = dv_xasprintf("%s-%llx", r->name, (unsigned long long)realtime_ms());
+	r->cname = dv_docker_container_name(r->app, r->service, unique);
+	free(unique);
 	r->index = spec->index;
 	r->on_exit = on_exit;
 	r->on_running = spec->on_running;
@@ -1740,6 +1764,7 @@ static int dk_start(struct dv_runtime *base, const struct dv_replica_spec *spec,
 	j->image = dv_xstrdup(c->image);
 	j->pull = dup_or_null(c->pull);
 	j->build_ctx = dup_or_null(c->build_context);
+	j->build_digest = dup_or_null(c->build_digest);
 	j->dockerfile = dup_or_null(c->dockerfile);
 	j->target = dup_or_null(c->build_target);
 	j->adopt_id = dup_or_null(c->adopt_id);

@@ -75,6 +75,8 @@ struct dv_container_spec {
 	const char *image;        /* the tag the container runs (davit/<app>-<service>:<release>) */
 	const char *pull;         /* image reference pulled (and tagged as `image`) when `image` is missing */
 	const char *build_context;/* directory built (as `image`) when `image` is missing; NULL: none */
+	const char *build_digest; /* SHA-256 of the context's tar when the release was made: a rebuild of a
+	                           * pruned release's image from a context that changed since is refused */
 	const char *dockerfile, *build_target;
 	char *const *build_args;  /* "K=V", NULL-terminated */
 	bool has_entrypoint, has_command;

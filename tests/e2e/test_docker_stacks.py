@@ -207,6 +207,21 @@ def test_lumira_stack_redeploy_under_load_rollback_and_rebuild(davit_env, docker
     # Unchanged services kept their containers.
     only_image(app, "api", f"davit/{app}-api:1")
 
+    # `davit restart` of a stateless container service: start-first, no failed request.
+    # (Twice: the second one replaces replicas of the same release and index.)
+    d.cli("restart", "api")
+    before = {c["id"] for c in containers(app, "api")}
+    load = Load(d.port, f"api.{app}.lumira.test", threads=4).start()
+    load.wait_requests(20)
+    d.cli("restart", "api")
+    load.keep(0.5)
+    load.stop()
+    assert not load.failures(), load.summary()
+    wait_until(lambda: len(containers(app, "api")) == 2 and not before & {c["id"] for c in containers(app, "api")},
+               20, interval=0.1, what="two new api containers after the restart")
+    # The old containers drained and stopped; none was removed by force as a name clash.
+    assert "leftover" not in d.log(), d.where()
+
 
 def booking_compose(app, image, db_env="1", worker_cmd=None):
     return f"""
