@@ -48,6 +48,11 @@ static const char usage_text[] =
 	"  --eject-for DUR              ejection time (default 10s)\n"
 	"  --access-log PATH|-|off      JSON lines access log (default - = stdout)\n"
 	"  --log-level debug|info|warn|error   diagnostics on stderr (default info)\n"
+	"  --edge 'KEY=VALUE ...'       edge options every route starts from (headers, ratelimit,\n"
+	"                               compress, maxbody, auth, allow, deny, ban...: docs/proxy.md);\n"
+	"                               a route may add its own after its replicas:\n"
+	"                               'app.test=127.0.0.1:3000 ratelimit=100/1m', and\n"
+	"                               'site.test=static:/srv/www spa=on' serves a directory\n"
 	"  -h, --help                   this text\n"
 	"\n"
 	"DUR: 250ms, 5s, 2m, 1h or plain seconds. Signals: SIGHUP reloads --routes,\n"
@@ -58,7 +63,7 @@ enum {
 	OPT_RESPONSE_TIMEOUT, OPT_UPSTREAM_IDLE_TIMEOUT, OPT_READ_TIMEOUT, OPT_TUNNEL_TIMEOUT,
 	OPT_HEADER_TIMEOUT, OPT_KEEPALIVE_TIMEOUT, OPT_DRAIN_TIMEOUT, OPT_SHUTDOWN_TIMEOUT,
 	OPT_MAX_REQUEST_LINE, OPT_MAX_HEADER_BYTES, OPT_MAX_HEADERS, OPT_TRUSTED_PROXY, OPT_EJECT_AFTER,
-	OPT_EJECT_FOR, OPT_ACCESS_LOG, OPT_LOG_LEVEL,
+	OPT_EJECT_FOR, OPT_ACCESS_LOG, OPT_LOG_LEVEL, OPT_EDGE,
 };
 
 static const struct option long_options[] = {
@@ -84,6 +89,7 @@ static const struct option long_options[] = {
 	{"eject-for", required_argument, NULL, OPT_EJECT_FOR},
 	{"access-log", required_argument, NULL, OPT_ACCESS_LOG},
 	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+	{"edge", required_argument, NULL, OPT_EDGE},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -96,6 +102,7 @@ struct proxy_args {
 	size_t nroutes;
 	const char *routes_file;
 	enum dv_balance balance;
+	const char *edge;      /* --edge: options every route starts from, or NULL */
 };
 
 static int bad_value(const char *opt, const char *value, const char *expected)
@@ -202,6 +209,9 @@ static int parse_args(int argc, char **argv, struct proxy_args *a)
 			else
 				return bad_value(name, optarg, "debug, info, warn or error");
 			break;
+		case OPT_EDGE:
+			a->edge = optarg;
+			break;
 		default:
 			fprintf(stderr, "davit proxy: see 'davit proxy --help'\n");
 			return 2;
@@ -232,6 +242,7 @@ static int parse_args(int argc, char **argv, struct proxy_args *a)
 static struct dv_route_table *load_routes(const struct proxy_args *a, char **err)
 {
 	struct dv_route_table *t = dv_route_table_new();
+	dv_route_table_set_edge_defaults(t, a->edge);
 	for (size_t i = 0; i < a->nroutes; i++) {
 		char *rerr = NULL;
 		if (dv_route_table_add_spec(t, a->routes[i], a->balance, &rerr) != 0) {
