@@ -22,7 +22,11 @@
  *     deploy.{replicas, resources.{limits,reservations}, update_config},
  *     labels (Traefik Host()/PathPrefix() router rules become domains, the
  *     loadbalancer.server.port label becomes the port), volumes, networks,
- *     and x-davit {run, port, domains, health, static}.
+ *     and x-davit {run, port, domains, health, static}; edge keys of x-davit
+ *     (headers, csp, hsts, rate_limit, compress, max_body, basic_auth, allow,
+ *     deny, ban, spa, index, per_domain) and Traefik middleware labels
+ *     (headers, ratelimit, basicauth, ipwhitelist/ipallowlist, buffering,
+ *     compress) become `edge` (docs/proxy.md has the mapping).
  * Interpolation: ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message},
  * ${VAR?message}, ${VAR:+alt}, ${VAR+alt}, $VAR and $$ (a literal $), nested
  * in defaults. Variables come from the process environment, which wins over
@@ -223,6 +227,13 @@ struct dv_compose_service {
 	                                    * then Traefik router rules; no duplicates */
 	size_t n_domains;
 	struct dv_compose_davit_health health;
+	/* Edge policy of the service's routes, in the options syntax of
+	 * proxy/edge.h (docs/proxy.md), from x-davit edge keys and Traefik
+	 * middleware labels; NULL: the defaults. */
+	char *edge;
+	struct dv_compose_kv *edge_domains; /* x-davit.per_domain: host -> options added for that
+	                                     * host's routes; sorted by host */
+	size_t n_edge_domains;
 };
 
 /* A top-level network or volume. */
