@@ -172,6 +172,8 @@ size_t dv_unchunk_skip(struct dv_unchunk *u, const char *in, size_t len, size_t 
 
 void dv_unchunk_took(struct dv_unchunk *u, size_t n)
 {
+	if (n == 0 || u->state != U_DATA)
+		return;
 	u->remaining -= n;
 	if (u->remaining == 0)
 		u->state = U_DATA_CR;

@@ -1478,6 +1478,11 @@ static bool pump_exchange(struct session *s)
 		session_fail(s, 400, "invalid chunked request body");
 		return true;
 	}
+	if (s->policy && s->policy->max_body && edge_body_too_large(s)) {
+		s->keep_alive = false;
+		session_fail(s, 413, "the request body is larger than this route allows");
+		return true;
+	}
 
 	/* client -> upstream */
 	if (u && u->writable && !s->req_write_failed) {
@@ -2031,6 +2036,10 @@ static bool edge_body_too_large(struct session *s)
 	if (s->req.framing != DV_HTTP1_BODY_CHUNKED || !e)
 		return false;
 	uint64_t end = s->bytes_in + s->req.ready; /* absolute end of the scanned bytes */
+	/* Called after every scan and before the bytes are written upstream, so
+	 * body_pos never lags behind what was sent. */
+	if (e->body_pos < s->bytes_in)
+		e->body_pos = s->bytes_in;
 	while (e->body_pos < end) {
 		const char *at = s->in.data + s->in.start + (e->body_pos - s->bytes_in);
 		size_t len = (size_t)(end - e->body_pos), data;
