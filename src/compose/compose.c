@@ -3399,7 +3399,7 @@ static int edge_put(struct ctx *ctx, const struct ynode *at, const struct srcpos
 {
 	char *err = NULL;
 	if (dv_edge_option_check(key, value, &err) != 0) {
-		int rc = at ? fail(ctx, at, "x-davit: %s", err) : fail_pos(ctx, pos, "%s", err);
+		int rc = at ? fail(ctx, at, "x-davit edge setting: %s", err) : fail_pos(ctx, pos, "%s", err);
 		free(err);
 		return rc;
 	}
@@ -3411,8 +3411,15 @@ static int edge_scalar(struct ctx *ctx, const struct ynode *v, const char *what,
 {
 	char *s = NULL;
 	int rc = get_string(ctx, v, what, &s);
-	if (rc == 0)
-		rc = edge_put(ctx, v, NULL, opts, key, s);
+	if (rc == 0) {
+		char *err = NULL;
+		if (dv_edge_option_check(key, s, &err) != 0) {
+			rc = fail(ctx, v, "x-davit %s: %s", what, err);
+			free(err);
+		} else {
+			dv_edge_options_add(opts, key, s);
+		}
+	}
 	free(s);
 	return rc;
 }
@@ -3436,7 +3443,7 @@ static int davit_edge_key(struct ctx *ctx, const struct ynode *k, const struct y
 	};
 	for (size_t i = 0; i < sizeof simple / sizeof simple[0]; i++)
 		if (key_is(k, simple[i][0]))
-			return edge_scalar(ctx, v, simple[i][0], simple[i][1], opts) ? -1 : 0;
+			return edge_scalar(ctx, v, k->value, simple[i][1], opts) ? -1 : 0;
 	if (key_is(k, "basic_auth"))
 		return edge_list(ctx, v, "x-davit.basic_auth", "auth", opts) ? -1 : 0;
 	if (key_is(k, "allow") || key_is(k, "deny"))
