@@ -1861,11 +1861,14 @@ static void edge_session_free(struct session *s)
 	s->edge = NULL;
 }
 
-static void edge_request_end(struct session *s)
+/* Counts a 401/403/429 towards a ban. Called when the status is decided,
+ * before the client can see the response (and send its next request to
+ * another worker). */
+static void edge_strike(struct session *s, int status)
 {
 	struct edge_state *e = s->edge;
 	struct dv_edge_policy *p = s->policy;
-	if (p->ban_after && !e->no_strike && (s->status == 401 || s->status == 403 || s->status == 429)) {
+	if (p->ban_after && !e->no_strike && (status == 401 || status == 403 || status == 429)) {
 		uint64_t now = dv_loop_now(s->w->loop);
 		if (dv_iptable_strike(dv_iptable_global(), &e->client, p->key, now, p->ban_after, p->ban_window_ms,
 		                      p->ban_for_ms)) {
@@ -1876,6 +1879,12 @@ static void edge_request_end(struct session *s)
 			            (unsigned long long)(p->ban_window_ms / 1000));
 		}
 	}
+}
+
+static void edge_request_end(struct session *s)
+{
+	struct edge_state *e = s->edge;
+	struct dv_edge_policy *p = s->policy;
 	if (e->file_fd >= 0) {
 		close(e->file_fd);
 		e->file_fd = -1;
@@ -1896,6 +1905,7 @@ static void edge_request_end(struct session *s)
 static bool edge_refuse(struct session *s, int n, int status, const char *reason, const char *message)
 {
 	s->edge->reason = reason;
+	edge_strike(s, status);
 	s->in.start += (uint32_t)n;
 	if (!body_finished(&s->req))
 		s->keep_alive = false; /* we will not read the body */
@@ -2067,6 +2077,7 @@ static void edge_response_start(struct session *s, const struct dv_http1_respons
 {
 	struct edge_state *e = s->edge;
 	const struct dv_http1_head *h = &r->head;
+	edge_strike(s, r->status);
 	const struct dv_http1_field *ct = dv_http1_find_field(h, "content-type");
 	bool compressible = ct && dv_edge_compressible_type(ct->value, ct->value_len);
 	e->vary = e->vary && compressible;
