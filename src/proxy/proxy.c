@@ -2028,11 +2028,11 @@ static bool edge_request(struct session *s, const struct dv_http1_request *r, co
 		e->body_pos = e->body_data = 0;
 	}
 	e->accept = DV_EDGE_ENC_IDENTITY;
-	if ((p->gzip || p->br) && !s->http10 && !s->is_head && !dv_http1_find_field(h, "range")) {
+	e->vary = p->gzip || p->br; /* the answer depends on Accept-Encoding for compressible types */
+	if (e->vary && !s->http10 && !s->is_head && !dv_http1_find_field(h, "range")) {
 		f = dv_http1_find_field(h, "accept-encoding");
 		if (f)
 			e->accept = dv_edge_negotiate(f->value, f->value_len, p->gzip, p->br);
-		e->vary = true;
 	}
 	if (p->static_root)
 		return edge_serve_static(s, r, path, path_len, n);
