@@ -91,6 +91,11 @@ struct edge_state {
 	/* request body limit (chunked) */
 	struct dv_unchunk body;
 	uint64_t body_pos, body_data;  /* body bytes decoded so far (absolute), data bytes among them */
+	/* the last Authorization value that passed, so that a keep-alive client
+	 * costs one password hash per connection, not per request */
+	struct dv_edge_policy *auth_policy; /* one reference held (so its address is not reused) */
+	uint32_t auth_len;
+	char auth_ok[256];
 	/* a static file being sent */
 	int file_fd;                   /* owned, -1 */
 	off_t file_off;
@@ -1855,6 +1860,7 @@ static void edge_session_free(struct session *s)
 		return;
 	if (e->file_fd >= 0)
 		close(e->file_fd);
+	dv_edge_policy_unref(e->auth_policy);
 	dv_compressor_free(e->comp);
 	buf_release(s->w, &e->zout);
 	free(e);
@@ -2015,7 +2021,19 @@ static bool edge_request(struct session *s, const struct dv_http1_request *r, co
 	}
 	if (p->nusers) {
 		f = dv_http1_find_field(h, "authorization");
-		if (!f || !dv_edge_auth_ok(p, f->value, f->value_len)) {
+		bool ok = f && e->auth_policy == p && e->auth_len == f->value_len &&
+		          memcmp(e->auth_ok, f->value, f->value_len) == 0;
+		if (!ok && f && dv_edge_auth_ok(p, f->value, f->value_len)) {
+			ok = true;
+			if (f->value_len <= sizeof e->auth_ok) {
+				dv_edge_policy_unref(e->auth_policy);
+				dv_edge_policy_ref(p);
+				e->auth_policy = p;
+				e->auth_len = (uint32_t)f->value_len;
+				memcpy(e->auth_ok, f->value, f->value_len);
+			}
+		}
+		if (!ok) {
 			snprintf(e->extra, sizeof e->extra, "WWW-Authenticate: Basic realm=\"%s\", charset=\"UTF-8\"\r\n",
 			         p->realm);
 			return edge_refuse(s, n, 401, f ? "auth_failed" : "auth_required", "this site needs a user name and password");
@@ -2107,7 +2125,7 @@ static bool edge_response_field(struct session *s, const struct dv_http1_field *
 		e->vary = false; /* the upstream says it already */
 	if (!e->comp)
 		return false;
-	if (field_is(f, "content-length"))
+	if (field_is(f, "content-length") || field_is(f, "accept-ranges"))
 		return true;
 	if (field_is(f, "etag") && f->value_len > 0 && f->value[0] == '"') {
 		/* The bytes differ from the upstream's: the validator becomes weak. */
