@@ -1978,6 +1978,10 @@ int dv_engine_ps(struct dv_engine *e, const char *app_name, bool json, struct dv
 				dv_json_string(&j, s->name);
 				dv_json_key(&j, "stopped");
 				dv_json_bool(&j, s->stopped_by_user);
+				if (s->plan && s->plan->static_dir) {
+					dv_json_key(&j, "static");
+					dv_json_string(&j, s->plan->static_dir);
+				}
 				dv_json_key(&j, "replicas");
 				dv_json_array_begin(&j);
 			}
@@ -2030,9 +2034,11 @@ int dv_engine_ps(struct dv_engine *e, const char *app_name, bool json, struct dv
 					}
 				}
 			}
+			bool serving_static = s->plan && s->plan->static_dir && !s->stopped_by_user;
 			if (!any && !json)
-				dv_strbuf_printf(out, "%-10s %-12s %-4s %-8lld %-11s\n", a->name, s->name, "-", (long long)a->release,
-				                 "stopped");
+				dv_strbuf_printf(out, "%-10s %-12s %-4s %-8lld %-11s%s%s\n", a->name, s->name, "-", (long long)a->release,
+				                 serving_static ? "static" : "stopped", serving_static ? " served by the proxy from " : "",
+				                 serving_static ? s->plan->static_dir : "");
 			if (json) {
 				dv_json_array_end(&j);
 				dv_json_object_end(&j);

@@ -77,6 +77,10 @@ def test_compose_edge_policies_and_static_spa(davit_env):
         assert resp.header("Cache-Control") == "no-cache"
         assert resp.header("X-Content-Type-Options") == "nosniff"  # the daemon's defaults
 
+    web = d.services("edgeapp")["web"]
+    assert web["static"].endswith("/www") and web["replicas"] == [] and web["stopped"] is False, web
+    assert "static" in d.cli("ps").stdout
+
     # The API: Traefik headers middleware + x-davit csp + the preset; gzip by default.
     wait_until(lambda: get(d.port, "/", host="api.edge.localhost").status in (200, 429), 15, what="the api")
     resp = get(d.port, "/", host="api.edge.localhost", headers=[("Accept-Encoding", "gzip")])
