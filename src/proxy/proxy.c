@@ -856,7 +856,7 @@ static void session_close(struct session *s)
 		return;
 	struct worker *w = s->w;
 	session_detach_upstream(s, false);
-	if (s->pool || s->log_method)
+	if (s->pool || s->log_method || s->policy)
 		request_end(s);
 	dv_timer_cancel(w->loop, &s->timer);
 	dv_loop_del(w->loop, &s->io);
@@ -1703,7 +1703,7 @@ static bool pump_respond(struct session *s)
 			return r == 2;
 	}
 	buf_release(w, &s->out);
-	if (s->pool || s->log_method)
+	if (s->pool || s->log_method || s->policy)
 		request_end(s);
 	if (s->close_after) {
 		session_linger(s);
@@ -2309,6 +2309,7 @@ static int edge_pump_file(struct session *s)
 		e->file_off += n;
 	}
 	e->file_left -= (uint64_t)n;
+	s->last_client_ms = dv_loop_now(s->w->loop); /* progress: the read timeout restarts */
 	return 2;
 }
 

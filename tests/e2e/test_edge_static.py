@@ -156,3 +156,17 @@ def test_symlink_inside_root_is_served(start_proxy, site):
     p = start_proxy(routes=[f"site.test=static:{site}"])
     r = get(p.port, "/inside.txt", host="site.test")
     assert r.status == 200 and r.body == b"User-agent: *\n"
+
+
+def test_without_access_log_requests_end_cleanly(start_proxy, site):
+    """With the access log off a static or refused request must still end
+    (policy released, extra fields cleared) before the next one."""
+    p = start_proxy(routes=[f"site.test=static:{site}"], access_log=False)
+    n = len(JS)
+    with Client(p.port) as c:
+        r = c.request("GET", "/assets/app.3f9a1c2b.js", host="site.test", headers=[("Range", f"bytes={n}-")])
+        assert r.status == 416 and r.header("Content-Range") == f"bytes */{n}"
+        r = c.request("GET", "/missing", host="site.test")
+        assert r.status == 404 and r.header("Content-Range") is None, r
+        for _ in range(3):
+            assert c.request("GET", "/robots.txt", host="site.test").status == 200
