@@ -317,3 +317,14 @@ def test_upstream_refusals_count_towards_a_ban(start_proxy, up):
     assert get(p.port, "/status/403").status == 403
     assert get(p.port, "/status/429").status == 429
     assert get(p.port, "/text/1").status == 403
+
+
+def test_refusals_without_access_log_carry_only_their_own_fields(start_proxy, up):
+    p = start_proxy(routes=[f"app.test={up.addr} ratelimit=1/1m ban=2/1m/1m"], access_log="off")
+    with Client(p.port) as c:
+        assert c.request("GET", "/").status == 200
+        r = c.request("GET", "/")
+        assert r.status == 429 and r.has("Retry-After")
+        assert c.request("GET", "/").status == 429  # the second strike starts the ban
+        r = c.request("GET", "/")
+        assert r.status == 403 and not r.has("Retry-After"), r

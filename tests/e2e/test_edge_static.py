@@ -161,7 +161,7 @@ def test_symlink_inside_root_is_served(start_proxy, site):
 def test_without_access_log_requests_end_cleanly(start_proxy, site):
     """With the access log off a static or refused request must still end
     (policy released, extra fields cleared) before the next one."""
-    p = start_proxy(routes=[f"site.test=static:{site}"], access_log=False)
+    p = start_proxy(routes=[f"site.test=static:{site}"], access_log="off")
     n = len(JS)
     with Client(p.port) as c:
         r = c.request("GET", "/assets/app.3f9a1c2b.js", host="site.test", headers=[("Range", f"bytes={n}-")])
