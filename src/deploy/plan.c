@@ -4,9 +4,11 @@
 #include "core/jsonparse.h"
 #include "core/strbuf.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static char **strv_push(char **v, size_t *n, char *s)
 {
@@ -191,6 +193,11 @@ static int service_from_json(struct dv_plan_service *s, const char *name, const 
 	if (is_static) {
 		/* Served by the proxy itself: no process, no replicas. */
 		s->static_dir = dv_xstrdup(dv_jv_str(j, "static", ""));
+		struct stat st;
+		int serr = stat(s->static_dir, &st) != 0 ? errno : 0;
+		if (serr || !S_ISDIR(st.st_mode))
+			s->unsupported = dv_xasprintf("service '%s': x-davit.static %s: %s (give the directory the proxy serves)",
+			                              name, s->static_dir, serr ? strerror(serr) : "not a directory");
 		s->replicas = 0;
 		s->port = 0;
 		s->health = DV_PLAN_HEALTH_NONE;

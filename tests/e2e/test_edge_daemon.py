@@ -137,3 +137,14 @@ def test_bad_traefik_label_reports_its_line(davit_env):
     out = r.stdout + r.stderr
     m = re.search(re.escape(path) + r":(\d+):(\d+): (.*)", out)
     assert m and m.group(1) == "6" and "lots" in m.group(3), out
+
+
+def test_missing_static_directory_fails_the_deploy(davit_env):
+    d = davit_env()
+    text = "name: edgebad\nservices:\n  web:   #!\n    x-davit: {static: ./no-such-dir}\n"
+    path = davit_env.write("bad-static.yml", text)
+    r = d.deploy(path, check=False)
+    assert r.returncode != 0
+    out = r.stdout + r.stderr
+    m = re.search(re.escape(path) + r":(\d+):(\d+): (.*)", out)
+    assert m and m.group(1) == "3" and "no-such-dir" in m.group(3) and "No such file" in m.group(3), out
