@@ -463,8 +463,9 @@ struct dv_edge_policy *dv_edge_policy_parse(const char *options, const char *nam
 		dv_strbuf_reset(&val);
 		while (*s && *s != '=' && *s != ' ' && *s != '\t')
 			dv_strbuf_append(&key, s++, 1);
-		if (*s != '=') {
-			*err = dv_xasprintf("edge option '%s' has no value (expected KEY=VALUE)", key.data ? key.data : "");
+		if (*s != '=' || !key.len) {
+			*err = key.len ? dv_xasprintf("edge option '%s' has no value (expected KEY=VALUE)", key.data)
+			               : dv_xstrdup("an edge option has no name (expected KEY=VALUE)");
 			rc = -1;
 			break;
 		}
