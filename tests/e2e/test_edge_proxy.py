@@ -328,3 +328,20 @@ def test_refusals_without_access_log_carry_only_their_own_fields(start_proxy, up
         assert c.request("GET", "/").status == 429  # the second strike starts the ban
         r = c.request("GET", "/")
         assert r.status == 403 and not r.has("Retry-After"), r
+
+
+def test_routes_file_options_and_state_survive_reload(start_proxy, up, routes_file):
+    f = routes_file(f"# edge options after the replicas\napp.test={up.addr} ratelimit=3/1m header=X-Gen:1\n")
+    p = start_proxy(args=["--routes", str(f)])
+    assert [get(p.port, "/").header("X-Gen") for _ in range(2)] == ["1", "1"]
+    routes_file(f"app.test={up.addr} ratelimit=3/1m header=X-Gen:2\n")
+    p.sighup()
+    wait_until(lambda: "routes reloaded" in p.stderr() or None, 5, interval=0.05, what="the reload")
+    # The bucket is keyed by the route, not by the table: one token left after the reload.
+    r = get(p.port, "/")
+    assert r.status == 200 and r.header("X-Gen") == "2", r
+    assert get(p.port, "/").status == 429
+    routes_file(f"app.test={up.addr} ratelimit=lots\n")
+    p.sighup()
+    wait_until(lambda: "reload failed" in p.stderr() or None, 5, interval=0.05, what="the reload error")
+    assert "ratelimit=lots" in p.stderr() and ":1:" in p.stderr(), p.stderr()
