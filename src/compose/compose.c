@@ -3659,6 +3659,23 @@ static int traefik_middlewares(struct ctx *ctx, const struct tkvs *labels, struc
 			         l->key);
 		}
 	}
+	for (size_t u = 0; u < used.len && rc == 0; u++) {
+		bool defined = false;
+		size_t ul = strlen(used.items[u]);
+		for (size_t i = 0; i < labels->len && !defined; i++) {
+			const char *k = labels->items[i].key;
+			defined = strncmp(k, mw_prefix, mpl) == 0 && strncmp(k + mpl, used.items[u], ul) == 0 && k[mpl + ul] == '.';
+		}
+		for (size_t i = 0; i < labels->len && !defined; i++) {
+			const struct tkv *l = &labels->items[i];
+			if (has_prefix(l->key, "traefik.http.routers.") && has_suffix(l->key, ".middlewares") &&
+			    strstr(l->value, used.items[u])) {
+				warn_pos(ctx, &l->pos, "label %s: middleware '%s' is not defined in this service's labels "
+				         "(davit reads middlewares from the service that uses them; ignored)", l->key, used.items[u]);
+				break;
+			}
+		}
+	}
 	if (rc == 0 && average) {
 		/* Traefik: average requests per period (default 1s); burst defaults to 1. */
 		char *spec = dv_xasprintf("%s/%s", average, period ? period : "1s");
