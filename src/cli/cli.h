@@ -23,6 +23,7 @@ int dv_cli_releases(int argc, char **argv);
 int dv_cli_rollback(int argc, char **argv);
 int dv_cli_service(int argc, char **argv); /* restart | stop | start */
 int dv_cli_down(int argc, char **argv);
+int dv_cli_certs(int argc, char **argv);
 
 /* ---- options shared by the commands that talk to the daemon (common.c) ---- */
 

@@ -22,7 +22,7 @@
  *     deploy.{replicas, resources.{limits,reservations}, update_config},
  *     labels (Traefik Host()/PathPrefix() router rules become domains, the
  *     loadbalancer.server.port label becomes the port), volumes, networks,
- *     and x-davit {run, port, domains, health, static}; edge keys of x-davit
+ *     and x-davit {run, port, domains, health, static, tls {cert, key}}; edge keys of x-davit
  *     (headers, csp, hsts, rate_limit, compress, max_body, basic_auth, allow,
  *     deny, ban, spa, index, per_domain) and Traefik middleware labels
  *     (headers, ratelimit, basicauth, ipwhitelist/ipallowlist, buffering,
@@ -227,6 +227,8 @@ struct dv_compose_service {
 	                                    * then Traefik router rules; no duplicates */
 	size_t n_domains;
 	struct dv_compose_davit_health health;
+	char *tls_cert, *tls_key;      /* x-davit.tls {cert, key}: absolute PEM paths, or NULL
+	                                * (the certificate for this service's domains) */
 	/* Edge policy of the service's routes, in the options syntax of
 	 * proxy/edge.h (docs/proxy.md), from x-davit edge keys and Traefik
 	 * middleware labels; NULL: the defaults. */
