@@ -142,6 +142,7 @@ def test_lumira_stack_redeploy_under_load_rollback_and_rebuild(davit_env, docker
 
     r = d.deploy(str(compose))
     assert f"{app}.lumira.test" in r.out, r.out
+    assert f"build: built davit/{app}-web:1 in" in r.out, r.out  # the deploy report says what it built
     healthy(d, app, {"web": 1, "api": 2, "db": 1, "redis": 1})
 
     # The SPA was built from its Dockerfile and tagged for this release.
