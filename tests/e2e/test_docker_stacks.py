@@ -542,3 +542,23 @@ services:
     wait_until(lambda: get(d, f"{docker_app}.hc.test")[0] == 200, 20, interval=0.2,
                what="the replica back once its Docker health check passes")
     assert one(docker_app, "web")["id"] == web["id"], "the container was not restarted"
+
+
+def test_failed_build_fails_the_deploy_with_the_builders_output(davit_env, docker_app, busybox_image, tmp_path):
+    d = davit_env(args=LOOPBACK)
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "Dockerfile").write_text(
+        f"FROM {busybox_image}\nRUN echo compiling && echo 'error: missing semicolon' >&2 && exit 7\n")
+    compose = tmp_path / "compose.yml"
+    compose.write_text(f"""
+name: {docker_app}
+services:
+  web:
+    build: ./web
+    x-davit: {{port: 8080, domains: [{docker_app}.build.test]}}
+""")
+    r = d.deploy(str(compose), check=False)
+    assert r.returncode == 1, r.out
+    assert "build: " in r.out and "compiling" in r.out and "returned a non-zero code: 7" in r.out, r.out
+    assert not containers(docker_app)
+    assert docker("image", "inspect", f"davit/{docker_app}-web:1", check=False).returncode != 0
