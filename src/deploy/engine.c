@@ -2431,6 +2431,10 @@ int dv_engine_ps(struct dv_engine *e, const char *app_name, bool json, struct dv
 						dv_json_uint(&j, r->port);
 						dv_json_key(&j, "pid");
 						dv_json_int(&j, info.pid);
+						if (r->rt && dv_mux_container_id(r->rt)) {
+							dv_json_key(&j, "container");
+							dv_json_string(&j, dv_mux_container_id(r->rt));
+						}
 						dv_json_key(&j, "uptime_ms");
 						dv_json_uint(&j, up);
 						dv_json_key(&j, "restarts");

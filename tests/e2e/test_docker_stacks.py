@@ -17,6 +17,7 @@ import signal
 import stat
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
@@ -224,13 +225,14 @@ def test_lumira_stack_redeploy_under_load_rollback_and_rebuild(davit_env, docker
     assert "leftover" not in d.log(), d.where()
 
 
-def booking_compose(app, image, db_env="1", worker_cmd=None):
+def booking_compose(app, image, db_env="1", front_port=None):
+    ports = f'\n    ports: ["127.0.0.1:{front_port}:3000"]' if front_port else ""
     return f"""
 name: {app}
 services:
   frontend:
     image: {image}
-    command: ["sh", "-c", "echo front > /www/index.html; exec httpd -f -p 3000 -h /www"]
+    command: ["sh", "-c", "echo front > /www/index.html; exec httpd -f -p 3000 -h /www"]{ports}
     x-davit:
       port: 3000
       domains: [{app}.booking.test]
@@ -286,6 +288,22 @@ def test_booking_internal_network_volumes_survive_everything(davit_env, docker_a
     d.deploy(str(compose))
     healthy(d, app, {"frontend": 1, "backend": 1, "worker": 1, "db": 1, "redis": 1})
     assert get(d, f"api.{app}.booking.test")[1] == b"back\n"
+    # `davit ps --json` names each replica's container.
+    assert {r["container"] for r in d.replicas("db", app)} == {c["id"] for c in containers(app, "db")}
+
+    # A host port is published when the compose file asks (ports:), and such
+    # a service is replaced stop-first (two containers cannot bind it).
+    from upstreams import free_port
+    front_port = free_port()
+    compose.write_text(booking_compose(app, busybox_image, front_port=front_port))
+    r = d.deploy(str(compose))
+    assert "frontend" in r.out and "stop-first: it publishes fixed host ports" in r.out, r.out
+    healthy(d, app, {"frontend": 1})
+    with urllib.request.urlopen(f"http://127.0.0.1:{front_port}/", timeout=5) as resp:
+        assert resp.read() == b"front\n"
+    compose.write_text(booking_compose(app, busybox_image))
+    d.deploy(str(compose))
+    wait_until(lambda: len(containers(app, "frontend")) == 1, 20, interval=0.1, what="the old frontend gone")
 
     # DNS by service name on the app's networks: the backend (on both) and
     # the worker (internal only) reach the database...
@@ -319,10 +337,11 @@ def test_booking_internal_network_volumes_survive_everything(davit_env, docker_a
     # old one being stopped already (stop-first), starts it again; data kept.
     compose.write_text(booking_compose(app, busybox_image, db_env="3").replace(
         'environment: {DB_CONFIG: "3"}', 'environment: {DB_CONFIG: "3"}\n    entrypoint: ["sh", "-c", "exit 3"]'))
+    serving = one(app, "db")["release"]
     r = d.deploy(str(compose), check=False)
-    assert r.returncode == 1 and "started release 2 again (stop-first)" in r.out, r.out
+    assert r.returncode == 1 and f"started release {serving} again (stop-first)" in r.out, r.out
     healthy(d, app, {"db": 1})
-    assert one(app, "db")["release"] == "2" and marker() == "keep-me\n"
+    assert one(app, "db")["release"] == serving and marker() == "keep-me\n"
     compose.write_text(booking_compose(app, busybox_image, db_env="2"))
     # `davit restart` of the stateful service: stop-first too, data kept.
     d.cli("restart", "db")
