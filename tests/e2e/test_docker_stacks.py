@@ -255,7 +255,8 @@ services:
     image: {image}
     command:{STORE_CMD.format(name="db", port=5432)}
     environment: {{DB_CONFIG: "{db_env}"}}
-    networks: [data]
+    networks:
+      data: {{aliases: [pg]}}
     expose: ["5432"]
     volumes: [pgdata:/data]
     healthcheck:
@@ -309,6 +310,7 @@ def test_booking_internal_network_volumes_survive_everything(davit_env, docker_a
     # the worker (internal only) reach the database...
     backend, db = one(app, "backend"), one(app, "db")
     assert docker("exec", backend["id"], "wget", "-q", "-O-", "http://db:5432/created").returncode == 0
+    assert docker("exec", backend["id"], "wget", "-q", "-O-", "http://pg:5432/created").returncode == 0  # an alias
     wait_until(lambda: "worker reached db" in d.cli("logs", "worker").out, 20, interval=0.3,
                what="the worker reaching db by name")
     # ... which is not reachable from outside its internal network: no host
@@ -581,3 +583,35 @@ services:
     assert "build: " in r.out and "compiling" in r.out and "returned a non-zero code: 7" in r.out, r.out
     assert not containers(docker_app)
     assert docker("image", "inspect", f"davit/{docker_app}-web:1", check=False).returncode != 0
+
+
+def test_build_options_dockerfile_target_and_args(davit_env, docker_app, busybox_image, tmp_path):
+    d = davit_env(args=LOOPBACK)
+    ctx = tmp_path / "app"
+    ctx.mkdir()
+    (ctx / "Dockerfile.prod").write_text(
+        f"FROM {busybox_image} AS base\nARG GREETING=none\nRUN mkdir -p /www && echo \"$GREETING from base\" > /www/index.html\n"
+        f"FROM base AS final\nRUN echo \"$(cat /www/index.html), final stage\" > /www/index.html\nCOPY . /ctx\n"
+        f"FROM base AS unused\nRUN exit 1\n")
+    (ctx / ".dockerignore").write_text("secret.txt\n")
+    (ctx / "secret.txt").write_text("do not send me\n")
+    compose = tmp_path / "compose.yml"
+    compose.write_text(f"""
+name: {docker_app}
+services:
+  web:
+    build:
+      context: ./app
+      dockerfile: Dockerfile.prod
+      target: final
+      args: {{GREETING: hello}}
+    command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+    x-davit: {{port: 8080, domains: [{docker_app}.opts.test]}}
+""")
+    d.deploy(str(compose))
+    healthy(d, docker_app, {"web": 1})
+    assert get(d, f"{docker_app}.opts.test") == (200, b"hello from base, final stage\n")
+    # .dockerignore'd files are not in the context sent to the engine
+    web = one(docker_app, "web")
+    r = docker("exec", web["id"], "ls", "/ctx")
+    assert "Dockerfile.prod" in r.stdout and "secret.txt" not in r.stdout, r.stdout
