@@ -519,17 +519,18 @@ static int build_image(struct dk_runtime *rt, CURL *c, struct job *j, char **err
 	dv_strbuf_init(&tar);
 	uint64_t t0 = realtime_ms();
 	post_line(rt, r, DV_LOG_STREAM_STDOUT, "build: sending the context %s", j->build_ctx);
-	if (dv_tar_directory(j->build_ctx, CONTEXT_MAX, &tar, err) != 0) {
-		dv_strbuf_dispose(&tar);
-		return -1;
-	}
 	if (j->build_digest) {
-		/* The release was made from a context with this digest: an image
-		 * rebuilt from another one would not be that release. */
+		/* The release was made from a context with this digest (names,
+		 * modes, contents): an image rebuilt from another would not be it. */
+		if (dv_tar_directory(j->build_ctx, CONTEXT_MAX, false, &tar, err) != 0) {
+			dv_strbuf_dispose(&tar);
+			return -1;
+		}
 		unsigned char md[EVP_MAX_MD_SIZE];
 		unsigned int n = 0;
 		char hex[2 * EVP_MAX_MD_SIZE + 1];
 		EVP_Digest(tar.data, tar.len, md, &n, EVP_sha256(), NULL);
+		dv_strbuf_reset(&tar);
 		for (unsigned i = 0; i < n; i++)
 			snprintf(hex + 2 * i, 3, "%02x", md[i]);
 		if (strcmp(hex, j->build_digest) != 0) {
@@ -540,6 +541,10 @@ static int build_image(struct dk_runtime *rt, CURL *c, struct job *j, char **err
 			dv_strbuf_dispose(&tar);
 			return -1;
 		}
+	}
+	if (dv_tar_directory(j->build_ctx, CONTEXT_MAX, true, &tar, err) != 0) {
+		dv_strbuf_dispose(&tar);
+		return -1;
 	}
 	struct dv_strbuf q;
 	dv_strbuf_init(&q);

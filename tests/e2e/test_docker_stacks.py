@@ -615,3 +615,30 @@ services:
     web = one(docker_app, "web")
     r = docker("exec", web["id"], "ls", "/ctx")
     assert "Dockerfile.prod" in r.stdout and "secret.txt" not in r.stdout, r.stdout
+
+
+def test_rollback_to_a_pruned_build_is_refused_unless_the_context_is_the_same(davit_env, docker_app, busybox_image,
+                                                                               tmp_path):
+    d = davit_env(args=LOOPBACK + ["--keep-images", "1"])
+    compose = tmp_path / "compose.yml"
+    compose.write_text(f"""
+name: {docker_app}
+services:
+  web:
+    build: ./web
+    command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+    x-davit: {{port: 8080, domains: [{docker_app}.pr.test]}}
+""")
+    for v in ("A", "B", "C"):
+        write_web(str(tmp_path), busybox_image, f"version {v}\n")
+        d.deploy(str(compose))
+    tags = lambda: sorted(docker("images", "--format", "{{.Tag}}", f"davit/{docker_app}-web").stdout.split())
+    wait_until(lambda: tags() == ["2", "3"], 20, interval=0.2, what=f"release 1's image pruned (have {tags()})")
+    # Release 1's image is gone and ./web is not what it was built from: refused, clearly.
+    r = d.cli("rollback", "1", check=False)
+    assert r.returncode == 1 and "cannot be rebuilt as it was" in r.out, r.out
+    assert get(d, f"{docker_app}.pr.test") == (200, b"version C\n")
+    # With the context as it was, the same release is rebuilt.
+    write_web(str(tmp_path), busybox_image, "version A\n")
+    d.cli("rollback", "1")
+    assert get(d, f"{docker_app}.pr.test") == (200, b"version A\n")
