@@ -332,25 +332,33 @@ static int authorize(struct dv_acme_ca *ca, const char *authz_url, char **err)
 		return 0; /* reused from an earlier order */
 	}
 	const char *token = NULL, *ch_url = NULL;
+	const char *type = ca->challenge_type ? ca->challenge_type : "http-01";
+	bool alpn = strcmp(type, "tls-alpn-01") == 0;
+	const char *domain = dv_jv_str(dv_jv_get(j, "identifier"), "value", NULL);
 	const struct dv_jv *chs = dv_jv_get(j, "challenges");
 	for (size_t i = 0; chs && chs->type == DV_JV_ARRAY && i < chs->len; i++) {
-		if (strcmp(dv_jv_str(&chs->items[i], "type", ""), "http-01") == 0) {
+		if (strcmp(dv_jv_str(&chs->items[i], "type", ""), type) == 0) {
 			token = dv_jv_str(&chs->items[i], "token", NULL);
 			ch_url = dv_jv_str(&chs->items[i], "url", NULL);
 		}
 	}
-	if (!token || !ch_url) {
-		*err = dv_xstrdup("the CA offered no http-01 challenge");
+	if (!token || !ch_url || (alpn && !domain)) {
+		*err = dv_xasprintf("the CA offered no %s challenge", type);
 		dv_jv_free(j);
 		return -1;
 	}
+	char *dom = domain ? dv_xstrdup(domain) : NULL;
 	char *thumb = dv_acme_thumbprint(ca->account_key);
 	char *keyauth = dv_xasprintf("%s.%s", token, thumb ? thumb : "");
 	char *tok = dv_xstrdup(token), *url = dv_xstrdup(ch_url);
 	dv_jv_free(j);
 	free(thumb);
-	ca->publish_challenge(ca->arg, tok, keyauth);
-	/* Tell the CA we are ready; then it fetches http://DOMAIN/.well-known/acme-challenge/TOKEN. */
+	if (alpn)
+		ca->publish_alpn(ca->arg, dom, keyauth);
+	else
+		ca->publish_challenge(ca->arg, tok, keyauth);
+	/* Tell the CA we are ready; then it fetches http://DOMAIN/.well-known/acme-challenge/TOKEN
+	 * (or connects to DOMAIN:443 with ALPN acme-tls/1). */
 	if (post(ca, url, "{}", false, &r, err) == 0) {
 		if (r.status != 200)
 			*err = problem(&r, "challenge");
@@ -363,7 +371,11 @@ static int authorize(struct dv_acme_ca *ca, const char *authz_url, char **err)
 		rc = done ? 0 : -1;
 		dv_jv_free(done);
 	}
-	ca->publish_challenge(ca->arg, tok, NULL);
+	if (alpn)
+		ca->publish_alpn(ca->arg, dom, NULL);
+	else
+		ca->publish_challenge(ca->arg, tok, NULL);
+	free(dom);
 	free(tok);
 	free(url);
 	free(keyauth);
