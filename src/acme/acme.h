@@ -101,7 +101,8 @@ struct dv_acme_ca {
 	 * publish_alpn (domain, keyauth or NULL to withdraw). NULL: http-01. */
 	const char *challenge_type;
 	void (*publish_alpn)(void *arg, const char *domain, const char *keyauth);
-	/* Waits ms between polls; returns false when the exchange must stop. */
+	/* Waits ms between polls (0: not at all); returns false when the
+	 * exchange must stop (also polled during transfers). */
 	bool (*sleep)(void *arg, uint64_t ms);
 	void *arg;
 	/* Cached across exchanges (owned, freed by dv_acme_ca_dispose). */

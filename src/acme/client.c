@@ -72,6 +72,14 @@ static size_t on_header(char *line, size_t size, size_t n, void *arg)
 	return len;
 }
 
+/* libcurl calls this about once a second during a transfer: a stopping
+ * manager aborts it (ca->sleep(arg, 0) answers "go on?" without waiting). */
+static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+	struct dv_acme_ca *ca = arg;
+	return ca->sleep(ca->arg, 0) ? 0 : 1;
+}
+
 /* One HTTP request. method "GET", "HEAD" or "POST" (body as JOSE JSON). */
 static int http(struct dv_acme_ca *ca, const char *method, const char *url, const char *body, struct response *r,
                 char **err)
@@ -96,6 +104,9 @@ static int http(struct dv_acme_ca *ca, const char *method, const char *url, cons
 	curl_easy_setopt(curl, CURLOPT_WRITEDATA, r);
 	curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(curl, CURLOPT_HEADERDATA, r);
+	curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+	curl_easy_setopt(curl, CURLOPT_XFERINFODATA, ca);
 	if (ca->ca_bundle)
 		curl_easy_setopt(curl, CURLOPT_CAINFO, ca->ca_bundle);
 	if (strcmp(method, "HEAD") == 0) {
