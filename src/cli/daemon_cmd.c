@@ -35,6 +35,9 @@ static const char usage_text[] =
 	"  --acme-directory URL   ACME directory (default Let's Encrypt; 'staging' = its staging CA)\n"
 	"  --acme-ca-bundle FILE  CA certificates to trust for the ACME server's HTTPS (e.g. pebble's)\n"
 	"  --acme-email ADDR      account contact for expiry notices\n"
+	"  --acme-challenge http-01|tls-alpn-01   how the CA validates (default http-01 on the HTTP\n"
+	"                         listener; tls-alpn-01 answers on the HTTPS listener, for when port\n"
+	"                         80 is closed)\n"
 	"  --acme-renew-before DUR  renew this long before expiry (default 30 days; a third of the\n"
 	"                         lifetime for shorter certificates)\n"
 	"  --acme-retry DUR       first retry delay after a failure, doubling up to 6h (default 1m)\n"
@@ -87,6 +90,12 @@ int dv_cli_daemon(int argc, char **argv)
 			o.acme_ca_bundle = argv[++i];
 		} else if (strcmp(a, "--acme-email") == 0 && i + 1 < argc) {
 			o.acme_email = argv[++i];
+		} else if (strcmp(a, "--acme-challenge") == 0 && i + 1 < argc) {
+			o.acme_challenge = argv[++i];
+			if (strcmp(o.acme_challenge, "http-01") != 0 && strcmp(o.acme_challenge, "tls-alpn-01") != 0) {
+				fprintf(stderr, "davit daemon: --acme-challenge takes http-01 or tls-alpn-01\n");
+				return 2;
+			}
 		} else if (strcmp(a, "--acme") == 0) {
 			o.acme = 1;
 		} else if (strcmp(a, "--no-acme") == 0) {

@@ -24,6 +24,7 @@ struct dv_daemon_options {
 	const char *acme_directory;  /* NULL: Let's Encrypt production */
 	const char *acme_ca_bundle;  /* PEM file trusted for the CA's HTTPS, NULL: system */
 	const char *acme_email;      /* account contact, NULL: none */
+	const char *acme_challenge;  /* "http-01" (NULL) or "tls-alpn-01" */
 	uint64_t acme_renew_before_s; /* 0: 30 days */
 	uint64_t acme_retry_base_ms; /* 0: 60 s */
 	const char **certs;          /* user certificates "HOST=CERT,KEY" */
