@@ -949,9 +949,17 @@ static void job_start(struct dk_runtime *rt, CURL *c, struct job *j)
 	char *name = esc(c, r->cname);
 	char *path = dv_xasprintf("/containers/create?name=%s", name);
 	free(name);
-	for (int attempt = 0; attempt < 2; attempt++) {
+	for (int attempt = 0; attempt < 3; attempt++) {
 		resp_reset(&resp);
 		if (api_call(rt, c, "POST", path, j->create_json, 60, &resp, 409, &err) != 0) {
+			/* 404: the image went between our check and the create (a prune
+			 * of another deploy): make sure of it once more. */
+			if (resp.status == 404 && attempt == 0) {
+				free(err);
+				err = NULL;
+				if (ensure_image(rt, c, j, &err) == 0)
+					continue;
+			}
 			free(path);
 			goto failed;
 		}
@@ -1439,7 +1447,13 @@ static void *job_thread(void *arg)
 		case J_START: job_start(rt, c, j); break;
 		case J_STOP: job_stop(rt, c, j); break;
 		case J_WAIT: job_wait(rt, c, j); break;
-		case J_PRUNE: job_prune(rt, c, j, &report, &rc); break;
+		case J_PRUNE:
+			/* Not while an image is built: a build may be using the layers
+			 * the prune deletes ("unknown parent image ID"). */
+			pthread_mutex_lock(&rt->image_lock);
+			job_prune(rt, c, j, &report, &rc);
+			pthread_mutex_unlock(&rt->image_lock);
+			break;
 		case J_VOLUMES: job_volumes(rt, c, j, &report, &rc); break;
 		case J_LOGIN: job_login(rt, c, j, &report, &rc); break;
 		case J_REMOVE: {
