@@ -2141,6 +2141,15 @@ const char *dv_engine_app_name(struct dv_engine *e, const char *app, char **err)
 	return a ? a->name : NULL;
 }
 
+bool dv_engine_app_has_containers(struct dv_engine *e, const char *name)
+{
+	struct app *a = app_find(e, name);
+	for (size_t i = 0; a && a->plan && i < a->plan->n; i++)
+		if (a->plan->services[i].container)
+			return true;
+	return false;
+}
+
 struct dv_runtime *dv_engine_docker(struct dv_engine *e, char **err)
 {
 	return dv_mux_docker(e->rt, err);

@@ -402,6 +402,9 @@ def test_engine_unreachable_is_one_clear_sentence(davit_env, docker_app, busybox
     native = tmp_path / "native.yml"
     native.write_text(f"name: {docker_app}n\nservices:\n  w:\n    x-davit: {{run: sleep 60}}\n")
     d.deploy(str(native))
+    # ... and `down --volumes` of a native-only app needs no engine either.
+    r = d.cli("down", "--volumes", "--app", f"{docker_app}n")
+    assert "no volumes to delete" in r.out, r.out
 
 
 def test_address_mode_routes_to_the_container_address(davit_env, docker_app, busybox_image, tmp_path):
