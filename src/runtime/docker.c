@@ -255,7 +255,18 @@ struct resp {
 	void *chunk_arg;
 	const char *upload;
 	size_t upload_len, upload_off;
+	/* A build or pull for this replica ends early when it is asked to stop. */
+	struct dk_runtime *abort_rt;
+	struct dv_replica *abort_r;
 };
+
+static bool stop_asked(struct dk_runtime *rt, struct dv_replica *r);
+
+static int xfer_cb(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+	struct resp *r = arg;
+	return stop_asked(r->abort_rt, r->abort_r) ? 1 : 0;
+}
 
 static size_t write_cb(char *data, size_t size, size_t nmemb, void *arg)
 {
@@ -328,6 +339,11 @@ static int http_raw(struct dk_runtime *rt, CURL *c, const char *method, const ch
 	}
 	h = curl_slist_append(h, "Expect:");
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+	if (resp->abort_r) {
+		curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+		curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, xfer_cb);
+		curl_easy_setopt(c, CURLOPT_XFERINFODATA, resp);
+	}
 	if (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0) {
 		resp->upload = body ? body : "";
 		resp->upload_len = body ? body_len : 0;
@@ -341,7 +357,9 @@ static int http_raw(struct dk_runtime *rt, CURL *c, const char *method, const ch
 	curl_slist_free_all(h);
 	free(url);
 	if (cc != CURLE_OK) {
-		if (cc == CURLE_COULDNT_CONNECT || cc == CURLE_COULDNT_RESOLVE_HOST ||
+		if (cc == CURLE_ABORTED_BY_CALLBACK) {
+			*err = dv_xasprintf("%s %s: stopped (the replica was asked to stop)", method, path);
+		} else if (cc == CURLE_COULDNT_CONNECT || cc == CURLE_COULDNT_RESOLVE_HOST ||
 		    (cc == CURLE_OPERATION_TIMEDOUT && resp->body.len == 0 && !resp->chunk)) {
 			*err = unreachable(rt, curl_easy_strerror(cc));
 			note_error(rt, *err);
@@ -593,7 +611,7 @@ static int build_image(struct dk_runtime *rt, CURL *c, struct job *j, char **err
 	dv_strbuf_dispose(&js);
 
 	struct progress p = {.rt = rt, .r = r, .what = "build"};
-	struct resp resp = {.chunk = progress_chunk, .chunk_arg = &p};
+	struct resp resp = {.chunk = progress_chunk, .chunk_arg = &p, .abort_rt = rt, .abort_r = r};
 	int rc = ensure_api(rt, c, err);
 	if (rc == 0)
 		rc = http_raw(rt, c, "POST", q.data, true, "application/x-tar", tar.data, tar.len, NULL, 3600, &resp, err);
@@ -641,7 +659,7 @@ static int pull_image(struct dk_runtime *rt, CURL *c, struct job *j, char **err)
 	}
 	post_line(rt, r, DV_LOG_STREAM_STDOUT, "pull: %s%s", j->pull, auth ? " (with the stored credentials)" : "");
 	struct progress p = {.rt = rt, .r = r, .what = "pull"};
-	struct resp resp = {.chunk = progress_chunk, .chunk_arg = &p};
+	struct resp resp = {.chunk = progress_chunk, .chunk_arg = &p, .abort_rt = rt, .abort_r = r};
 	int rc = ensure_api(rt, c, err);
 	if (rc == 0)
 		rc = http_raw(rt, c, "POST", path, true, NULL, NULL, 0, auth, 3600, &resp, err);

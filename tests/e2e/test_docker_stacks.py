@@ -645,3 +645,34 @@ services:
     write_web(str(tmp_path), busybox_image, "version A\n")
     d.cli("rollback", "1")
     assert get(d, f"{docker_app}.pr.test") == (200, b"version A\n")
+
+
+def test_daemon_stop_during_a_build_does_not_wait_for_it(davit_env, docker_app, busybox_image, tmp_path):
+    d = davit_env(args=LOOPBACK)
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo slow-step && sleep 60\n")
+    compose = tmp_path / "compose.yml"
+    compose.write_text(f"""
+name: {docker_app}
+services:
+  web:
+    build: ./web
+    x-davit: {{port: 8080, domains: [{docker_app}.slow.test]}}
+""")
+    cmd = [os.environ.get("DAVIT_BIN", "davit"), "deploy", "-f", str(compose), "--state-dir", d.state_dir]
+    deploy = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: "slow-step" in d.cli("logs", "web", check=False).out, 30, interval=0.2,
+                   what="the build's slow step running")
+        t0 = time.monotonic()
+        d.proc.send_signal(signal.SIGTERM)
+        d.proc.wait(30)
+        assert time.monotonic() - t0 < 15, "the daemon waited for the build to finish"
+        assert d.proc.returncode == 0
+        out = deploy.communicate(timeout=30)[0]
+        assert "FAILED" in out or deploy.returncode != 0, out
+    finally:
+        if deploy.poll() is None:
+            deploy.kill()
+            deploy.wait(10)
+    assert not containers(docker_app)
