@@ -134,7 +134,7 @@ def healthy(d, app, services):
     wait_until(ok, 60, interval=0.2, what=f"services {services} of {app} healthy")
 
 
-def test_lumira_stack_redeploy_under_load_rollback_and_rebuild(davit_env, docker_app, busybox_image, tmp_path):
+def test_lumira_stack_redeploy_under_load_rollback_and_rebuild(docker_app, davit_env, busybox_image, tmp_path):
     app = docker_app
     d = davit_env(args=LOOPBACK)
     write_web(str(tmp_path), busybox_image, "<h1>Lumira v1</h1>\n")
@@ -281,7 +281,7 @@ def one(app, service):
     return cs[0]
 
 
-def test_booking_internal_network_volumes_survive_everything(davit_env, docker_app, busybox_image, tmp_path):
+def test_booking_internal_network_volumes_survive_everything(docker_app, davit_env, busybox_image, tmp_path):
     app = docker_app
     d = davit_env(args=LOOPBACK)
     compose = tmp_path / "compose.yml"
@@ -380,7 +380,7 @@ def test_booking_internal_network_volumes_survive_everything(davit_env, docker_a
     assert not containers(app)
 
 
-def test_engine_unreachable_is_one_clear_sentence(davit_env, docker_app, busybox_image, tmp_path):
+def test_engine_unreachable_is_one_clear_sentence(docker_app, davit_env, busybox_image, tmp_path):
     d = davit_env(args=LOOPBACK, start=False)
     missing = f"/tmp/davit-no-docker-{os.getpid()}.sock"
     old = os.environ.get("DOCKER_HOST")
@@ -407,7 +407,7 @@ def test_engine_unreachable_is_one_clear_sentence(davit_env, docker_app, busybox
     assert "no volumes to delete" in r.out, r.out
 
 
-def test_address_mode_routes_to_the_container_address(davit_env, docker_app, busybox_image, tmp_path):
+def test_address_mode_routes_to_the_container_address(docker_app, davit_env, busybox_image, tmp_path):
     """The production default: the proxy reaches the container on its app
     network (a light check: one request, no load)."""
     d = davit_env()
@@ -429,7 +429,7 @@ services:
     assert "172." in rep.get("health", "") or "connected to 1" in rep.get("health", ""), rep
 
 
-def test_image_prune_keeps_the_newest_releases(davit_env, docker_app, busybox_image, tmp_path):
+def test_image_prune_keeps_the_newest_releases(docker_app, davit_env, busybox_image, tmp_path):
     d = davit_env(args=LOOPBACK + ["--keep-images", "2"])
     compose = tmp_path / "compose.yml"
     for v in range(1, 5):
@@ -490,7 +490,7 @@ auth: {{htpasswd: {{realm: davit-test, path: {root}/htpasswd}}}}
         log.close()
 
 
-def test_private_registry_pull_with_encrypted_credentials(davit_env, docker_app, busybox_image, registry, tmp_path):
+def test_private_registry_pull_with_encrypted_credentials(docker_app, davit_env, busybox_image, registry, tmp_path):
     ref = f"{registry}/team/{docker_app}:1"
     cfg = tmp_path / "docker-config"
     cfg.mkdir()
@@ -539,7 +539,7 @@ services:
         subprocess.run(["docker", "rmi", "-f", ref], capture_output=True, env=env)
 
 
-def test_docker_healthcheck_failing_later_takes_the_replica_out(davit_env, docker_app, busybox_image, tmp_path):
+def test_docker_healthcheck_failing_later_takes_the_replica_out(docker_app, davit_env, busybox_image, tmp_path):
     """Docker's HEALTHCHECK counts alongside davit's probe for a running
     container: failing, it leaves the route table; passing, it comes back."""
     d = davit_env(args=LOOPBACK)
@@ -568,7 +568,7 @@ services:
     assert one(docker_app, "web")["id"] == web["id"], "the container was not restarted"
 
 
-def test_failed_build_fails_the_deploy_with_the_builders_output(davit_env, docker_app, busybox_image, tmp_path):
+def test_failed_build_fails_the_deploy_with_the_builders_output(docker_app, davit_env, busybox_image, tmp_path):
     d = davit_env(args=LOOPBACK)
     (tmp_path / "web").mkdir()
     (tmp_path / "web" / "Dockerfile").write_text(
@@ -588,7 +588,7 @@ services:
     assert docker("image", "inspect", f"davit/{docker_app}-web:1", check=False).returncode != 0
 
 
-def test_build_options_dockerfile_target_and_args(davit_env, docker_app, busybox_image, tmp_path):
+def test_build_options_dockerfile_target_and_args(docker_app, davit_env, busybox_image, tmp_path):
     d = davit_env(args=LOOPBACK)
     ctx = tmp_path / "app"
     ctx.mkdir()
@@ -620,7 +620,7 @@ services:
     assert "Dockerfile.prod" in r.stdout and "secret.txt" not in r.stdout, r.stdout
 
 
-def test_rollback_to_a_pruned_build_is_refused_unless_the_context_is_the_same(davit_env, docker_app, busybox_image,
+def test_rollback_to_a_pruned_build_is_refused_unless_the_context_is_the_same(docker_app, davit_env, busybox_image,
                                                                                tmp_path):
     d = davit_env(args=LOOPBACK + ["--keep-images", "1"])
     compose = tmp_path / "compose.yml"
@@ -647,10 +647,11 @@ services:
     assert get(d, f"{docker_app}.pr.test") == (200, b"version A\n")
 
 
-def test_daemon_stop_during_a_build_does_not_wait_for_it(davit_env, docker_app, busybox_image, tmp_path):
+def test_daemon_stop_during_a_build_does_not_wait_for_it(docker_app, davit_env, busybox_image, tmp_path):
     d = davit_env(args=LOOPBACK)
     (tmp_path / "web").mkdir()
-    (tmp_path / "web" / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo slow-step && sleep 60\n")
+    # (Unique to the run: a cached step would not run at all.)
+    (tmp_path / "web" / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo slow-{docker_app} && sleep 60\n")
     compose = tmp_path / "compose.yml"
     compose.write_text(f"""
 name: {docker_app}
@@ -662,7 +663,7 @@ services:
     cmd = [os.environ.get("DAVIT_BIN", "davit"), "deploy", "-f", str(compose), "--state-dir", d.state_dir]
     deploy = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_until(lambda: "slow-step" in d.cli("logs", "web", check=False).out, 30, interval=0.2,
+        wait_until(lambda: "build:  ---> Running in" in d.cli("logs", "web", check=False).out, 30, interval=0.2,
                    what="the build's slow step running")
         t0 = time.monotonic()
         d.proc.send_signal(signal.SIGTERM)
