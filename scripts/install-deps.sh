@@ -12,6 +12,8 @@ pkgs=(
   python3 python3-pytest python3-websocket  # end-to-end tests (run with pytest-3)
   curl procps iproute2 util-linux       # tests and benchmarks: curl, ps, ss, taskset
   wrk nginx-light haproxy               # benchmarks (bench/): load generator and anchors
+  libcurl4-openssl-dev                  # notifications: webhooks and SMTP e-mail (libcurl)
+  prometheus python3-aiosmtpd           # e2e tests: a real Prometheus scrapes /metrics; a real SMTP sink
 )
 # The example stack (examples/penpal) runs on Node.js: any node on PATH will do.
 command -v node >/dev/null || pkgs+=(nodejs)

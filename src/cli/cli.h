@@ -23,6 +23,10 @@ int dv_cli_releases(int argc, char **argv);
 int dv_cli_rollback(int argc, char **argv);
 int dv_cli_service(int argc, char **argv); /* restart | stop | start */
 int dv_cli_down(int argc, char **argv);
+int dv_cli_top(int argc, char **argv);     /* obs.c */
+int dv_cli_metrics(int argc, char **argv);
+int dv_cli_alerts(int argc, char **argv);
+int dv_cli_event(int argc, char **argv);
 
 /* ---- options shared by the commands that talk to the daemon (common.c) ---- */
 

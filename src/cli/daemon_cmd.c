@@ -20,11 +20,22 @@ static const char usage_text[] =
 	"  --workers N        proxy worker threads (default: number of CPUs)\n"
 	"  --health-timeout DUR   a new replica must pass its health check within this (default 60s)\n"
 	"  --drain-timeout DUR    in-flight requests of replaced replicas may take this long (default 30s)\n"
-	"  --deploy-timeout DUR   hard deadline of a whole deploy (default 15m)\n";
+	"  --deploy-timeout DUR   hard deadline of a whole deploy (default 15m)\n"
+	"  --metrics-listen ADDR:PORT|off  Prometheus /metrics (default 127.0.0.1:9180; if taken: off)\n"
+	"  --metrics-token TOKEN  require 'Authorization: Bearer TOKEN' on /metrics (or $DAVIT_METRICS_TOKEN)\n"
+	"  --notify TYPE=URL      send alerts and deploy results (repeatable): webhook=URL, slack=URL,\n"
+	"                         discord=URL, email=smtp://HOST:PORT?from=ADDR&to=ADDR[,ADDR]\n"
+	"\n"
+	"Environment: DAVIT_METRICS_INTERVAL (10s) collection interval; DAVIT_ALERT_FOR replaces every\n"
+	"default alert rule's duration; DAVIT_HOST_ROOT reads /proc there; DAVIT_DISK_PATH is the file\n"
+	"system disk_low watches (the state directory); DAVIT_NOTIFY_TIMEOUT (10s), DAVIT_NOTIFY_RETRIES (3),\n"
+	"DAVIT_NOTIFY_BACKOFF (1s, doubling) for notifications.\n";
 
 int dv_cli_daemon(int argc, char **argv)
 {
 	struct dv_daemon_options o = {.state_dir = dv_cli_default_state_dir(), .http = dv_cli_default_http()};
+	const char *notify[32];
+	o.notify = notify;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -32,6 +43,16 @@ int dv_cli_daemon(int argc, char **argv)
 			return 0;
 		} else if (strcmp(a, "--state-dir") == 0 && i + 1 < argc) {
 			o.state_dir = argv[++i];
+		} else if (strcmp(a, "--metrics-listen") == 0 && i + 1 < argc) {
+			o.metrics_listen = argv[++i];
+		} else if (strcmp(a, "--metrics-token") == 0 && i + 1 < argc) {
+			o.metrics_token = argv[++i];
+		} else if (strcmp(a, "--notify") == 0 && i + 1 < argc) {
+			if (o.nnotify == DV_ARRAY_LEN(notify)) {
+				fprintf(stderr, "davit daemon: at most %zu --notify\n", DV_ARRAY_LEN(notify));
+				return 2;
+			}
+			notify[o.nnotify++] = argv[++i];
 		} else if (strcmp(a, "--http") == 0 && i + 1 < argc) {
 			o.http = argv[++i];
 		} else if (strcmp(a, "--workers") == 0 && i + 1 < argc) {

@@ -21,6 +21,10 @@ static const struct command commands[] = {
 	{"stop", dv_cli_service, "stop a service"},
 	{"start", dv_cli_service, "start a stopped service"},
 	{"down", dv_cli_down, "stop every service of the app"},
+	{"top", dv_cli_top, "live requests/s, p95, errors, CPU, memory per service"},
+	{"metrics", dv_cli_metrics, "history of a service or the host (--since 1h)"},
+	{"alerts", dv_cli_alerts, "alerts firing, pending and recently resolved"},
+	{"event", dv_cli_event, "record an event (backup.failed, certificate.expiry...)"},
 	{"daemon", dv_cli_daemon, "run the platform in the foreground"},
 	{"proxy", dv_cli_proxy, "run the reverse proxy alone, routes from flags or a file"},
 };

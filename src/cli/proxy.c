@@ -48,6 +48,7 @@ static const char usage_text[] =
 	"  --eject-for DUR              ejection time (default 10s)\n"
 	"  --access-log PATH|-|off      JSON lines access log (default - = stdout)\n"
 	"  --log-level debug|info|warn|error   diagnostics on stderr (default info)\n"
+	"  --no-metrics                 do not count requests (per-worker counters; on by default)\n"
 	"  -h, --help                   this text\n"
 	"\n"
 	"DUR: 250ms, 5s, 2m, 1h or plain seconds. Signals: SIGHUP reloads --routes,\n"
@@ -58,7 +59,7 @@ enum {
 	OPT_RESPONSE_TIMEOUT, OPT_UPSTREAM_IDLE_TIMEOUT, OPT_READ_TIMEOUT, OPT_TUNNEL_TIMEOUT,
 	OPT_HEADER_TIMEOUT, OPT_KEEPALIVE_TIMEOUT, OPT_DRAIN_TIMEOUT, OPT_SHUTDOWN_TIMEOUT,
 	OPT_MAX_REQUEST_LINE, OPT_MAX_HEADER_BYTES, OPT_MAX_HEADERS, OPT_TRUSTED_PROXY, OPT_EJECT_AFTER,
-	OPT_EJECT_FOR, OPT_ACCESS_LOG, OPT_LOG_LEVEL,
+	OPT_EJECT_FOR, OPT_ACCESS_LOG, OPT_LOG_LEVEL, OPT_NO_METRICS,
 };
 
 static const struct option long_options[] = {
@@ -84,6 +85,7 @@ static const struct option long_options[] = {
 	{"eject-for", required_argument, NULL, OPT_EJECT_FOR},
 	{"access-log", required_argument, NULL, OPT_ACCESS_LOG},
 	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+	{"no-metrics", no_argument, NULL, OPT_NO_METRICS},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -186,6 +188,9 @@ static int parse_args(int argc, char **argv, struct proxy_args *a)
 			if (dv_parse_uint(optarg, 1000, &v) != 0)
 				return bad_value(name, optarg, "a number (0 = never eject)");
 			a->config.eject_after = (int)v;
+			break;
+		case OPT_NO_METRICS:
+			a->config.metrics = false;
 			break;
 		case OPT_ACCESS_LOG:
 			a->config.access_log_path = strcmp(optarg, "off") == 0 ? NULL : optarg;

@@ -3414,6 +3414,8 @@ static int parse_davit(struct ctx *ctx, const struct ynode *n, struct dv_compose
 				svc->static_dir = path_resolve(ctx, dir);
 			}
 			free(dir);
+		} else if (key_is(k, "alerts")) {
+			/* read by obs (src/obs/config.c) with file:line errors */
 		} else {
 			warn_key(ctx, k, "x-davit", NULL);
 		}

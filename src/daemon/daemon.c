@@ -1,4 +1,5 @@
 #include "daemon/daemon.h"
+#include "daemon/obs_setup.h"
 
 #include "api/server.h"
 #include "core/alloc.h"
@@ -7,6 +8,7 @@
 #include "core/strbuf.h"
 #include "core/util.h"
 #include "deploy/engine.h"
+#include "obs/obs.h"
 #include "proxy/proxy.h"
 #include "store/store.h"
 
@@ -29,6 +31,7 @@ struct daemon {
 	struct dv_store *store;
 	struct dv_engine *engine;
 	struct dv_api_server *api;
+	struct dv_obs *obs;
 	struct dv_io signal_io;
 	bool stopping;
 	int exit_status;
@@ -153,7 +156,9 @@ static void handle_api(struct dv_api_request *req, void *arg)
 	bool json = !(format && strcmp(format, "text") == 0);
 	free(format);
 
-	if (get && strcmp(path, "/v1/ping") == 0) {
+	if (d->obs && dv_obs_handle_api(d->obs, req)) {
+		/* top, metrics, alerts, events: answered by obs */
+	} else if (get && strcmp(path, "/v1/ping") == 0) {
 		char body[128];
 		int n = snprintf(body, sizeof body, "{\"ok\":true,\"pid\":%d}\n", (int)getpid());
 		dv_api_respond(req, 200, "application/json", body, (size_t)n);
@@ -164,9 +169,14 @@ static void handle_api(struct dv_api_request *req, void *arg)
 		} else {
 			char *copy;
 			char **env = environ_from_body(req, &copy);
-			struct pending *p = pending_new(req);
-			int rc = dv_engine_deploy_file(d->engine, file, (const char *const *)env, operation_done, p, &err);
-			start_async(req, rc, err, p);
+			if (d->obs && dv_obs_load_compose(d->obs, file, (const char *const *)env, &err) != 0) {
+				dv_api_respond_error(req, 422, err); /* x-davit alerts/notifications: nothing deployed */
+				dv_free(&err);
+			} else {
+				struct pending *p = pending_new(req);
+				int rc = dv_engine_deploy_file(d->engine, file, (const char *const *)env, operation_done, p, &err);
+				start_async(req, rc, err, p);
+			}
 			free(env);
 			free(copy);
 		}
@@ -370,6 +380,9 @@ int dv_daemon_run(const struct dv_daemon_options *o)
 		goto out;
 	if (dv_engine_recover(d.engine, &err) != 0)
 		goto out;
+	d.obs = dv_daemon_obs_start(o, d.loop, d.engine, d.store, &err);
+	if (!d.obs)
+		goto out;
 	d.api = dv_api_server_new(d.loop, sock_path, handle_api, &d, &err);
 	if (!d.api)
 		goto out;
@@ -382,6 +395,7 @@ out:
 		free(err);
 	}
 	dv_api_server_free(d.api);
+	dv_obs_free(d.obs);
 	if (d.proxy) {
 		dv_proxy_shutdown(d.proxy, false);
 		dv_proxy_wait(d.proxy);

@@ -3,6 +3,7 @@
 #ifndef DV_DAEMON_DAEMON_H
 #define DV_DAEMON_DAEMON_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct dv_daemon_options {
@@ -12,6 +13,10 @@ struct dv_daemon_options {
 	uint64_t health_timeout_ms;  /* 0: 60 s */
 	uint64_t drain_timeout_ms;   /* 0: 30 s */
 	uint64_t deploy_timeout_ms;  /* 0: 15 min */
+	const char *metrics_listen;  /* /metrics listener; NULL: the default (a warning if it is taken); "off" */
+	const char *metrics_token;   /* bearer token for /metrics; NULL: none */
+	const char *const *notify;   /* "TYPE=URL" notifier specs (daemon flags) */
+	size_t nnotify;
 };
 
 /* Runs until SIGTERM/SIGINT or POST /v1/shutdown; returns the exit status.

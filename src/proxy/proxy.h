@@ -43,6 +43,7 @@ struct dv_proxy_config {
 	uint64_t eject_for_ms;
 
 	const char *access_log_path;     /* NULL = off, "-" = stdout */
+	bool metrics;                    /* per-worker request counters (metrics/metrics.h); default on */
 };
 
 /* Fills the defaults documented in docs/proxy.md (no listeners). */
