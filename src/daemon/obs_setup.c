@@ -65,7 +65,7 @@ struct dv_obs *dv_daemon_obs_start(const struct dv_daemon_options *o, struct dv_
 		c.metrics_listen = NULL;
 		obs = dv_obs_new(&c, err);
 	}
-	if (obs && c.metrics_listen)
+	if (obs && c.metrics_listen && strcmp(c.metrics_listen, "off") != 0)
 		dv_log_info("daemon", "metrics on http://%s/metrics%s", c.metrics_listen, token ? " (bearer token)" : "");
 	free(nt);
 	return obs;

@@ -82,9 +82,8 @@ static void msg_free(struct msg *m)
 
 static void json_str(struct dv_strbuf *b, const char *key, const char *v, bool comma)
 {
-	dv_strbuf_printf(b, "%s\"%s\":\"", comma ? "," : "", key);
-	dv_json_escape(b, v ? v : "", v ? strlen(v) : 0);
-	dv_strbuf_puts(b, "\"");
+	dv_strbuf_printf(b, "%s\"%s\":", comma ? "," : "", key);
+	dv_json_escape(b, v ? v : "", v ? strlen(v) : 0); /* adds the quotes */
 }
 
 static void build_body(const struct worker *w, const struct msg *m, struct dv_strbuf *b)

@@ -5,6 +5,7 @@
 #include "core/strbuf.h"
 #include "core/util.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -230,6 +231,10 @@ static int parse_rule(struct pctx *c, const char *name, const yaml_node_t *v, co
 			if (rc)
 				return rc;
 		}
+		/* A moved threshold keeps the rule's hysteresis in proportion
+		 * (latency_high: 0.2 s around 2 s becomes 0.02 s around 0.2 s). */
+		if (base && !member(c, v, "hysteresis") && base->threshold != 0 && tmp.threshold != base->threshold)
+			tmp.hysteresis = base->hysteresis * fabs(tmp.threshold / base->threshold);
 		if (!base && (!tmp.metric[0] || !have_dir))
 			return fail(c, v, "new alert '%s' needs metric: and above: or below: (or name a default rule: "
 			                  "cpu_high, memory_high, disk_low, service_down, error_rate_high, latency_high, "

@@ -428,6 +428,8 @@ static void tick(struct dv_obs *o)
 {
 	uint64_t now_ms = dv_now_ms();
 	int64_t wall = (int64_t)time(NULL);
+	if (wall <= o->last_tick_wall)
+		wall = o->last_tick_wall + 1; /* history points are keyed by second */
 	double dt = o->have_prev ? (double)(now_ms - o->prev_ms) / 1000.0 : (double)o->cfg.interval_ms / 1000.0;
 	if (dt <= 0)
 		dt = 0.001;
@@ -444,7 +446,7 @@ static void tick(struct dv_obs *o)
 		const struct dv_metrics_totals *now = snap_slot(&snap, s->name);
 		const struct dv_metrics_totals *before = o->have_prev ? snap_slot(&o->prev, s->name) : NULL;
 		if (now)
-			dv_metrics_totals_sub(&d, now, before ? before : (o->have_prev ? &zero : now));
+			dv_metrics_totals_sub(&d, now, before ? before : &zero); /* counters start at 0 */
 		s->requests = dv_metrics_totals_requests(&d);
 		s->errors = d.requests[4];
 		s->bytes_in = d.bytes_in;
