@@ -35,8 +35,14 @@ static void put_value(struct dv_strbuf *out, double v)
 		dv_strbuf_puts(out, v > 0 ? "+Inf" : "-Inf");
 	else if (v == floor(v) && fabs(v) < 9.007199254740992e15)
 		dv_strbuf_printf(out, "%.0f", v);
-	else
-		dv_strbuf_printf(out, "%.17g", v);
+	else {
+		/* The shortest of %.15g / %.17g that reads back as v. */
+		char buf[40];
+		snprintf(buf, sizeof buf, "%.15g", v);
+		if (strtod(buf, NULL) != v)
+			snprintf(buf, sizeof buf, "%.17g", v);
+		dv_strbuf_puts(out, buf);
+	}
 }
 
 void dv_metrics_prom_sample(struct dv_strbuf *out, const char *name, const char *labels, double value)
