@@ -23,6 +23,8 @@ static const char usage_text[] =
 	"  --deploy-timeout DUR   hard deadline of a whole deploy (default 15m)\n"
 	"  --metrics-listen ADDR:PORT|off  Prometheus /metrics (default 127.0.0.1:9180; if taken: off)\n"
 	"  --metrics-token TOKEN  require 'Authorization: Bearer TOKEN' on /metrics (or $DAVIT_METRICS_TOKEN)\n"
+	"  --logs-max-age DUR     replica log files older than this are removed (default 7d = 168h)\n"
+	"  --logs-max-size BYTES  and the oldest while all of them take more (default 1073741824)\n"
 	"  --notify TYPE=URL      send alerts and deploy results (repeatable): webhook=URL, slack=URL,\n"
 	"                         discord=URL, email=smtp://HOST:PORT?from=ADDR&to=ADDR[,ADDR]\n"
 	"\n"
@@ -43,6 +45,23 @@ int dv_cli_daemon(int argc, char **argv)
 			return 0;
 		} else if (strcmp(a, "--state-dir") == 0 && i + 1 < argc) {
 			o.state_dir = argv[++i];
+		} else if (strcmp(a, "--logs-max-age") == 0 && i + 1 < argc) {
+			const char *v = argv[++i];
+			size_t vl = strlen(v);
+			uint64_t days;
+			char num[32];
+			snprintf(num, sizeof num, "%.*s", vl ? (int)vl - 1 : 0, v);
+			if (vl > 1 && v[vl - 1] == 'd' && dv_parse_uint(num, 36500, &days) == 0 && days > 0) {
+				o.logs_max_age_ms = days * 86400000ull; /* "7d" */
+			} else if (dv_parse_duration_ms(v, &o.logs_max_age_ms) != 0 || o.logs_max_age_ms == 0) {
+				fprintf(stderr, "davit daemon: --logs-max-age takes a duration like 7d, 168h or 30m\n");
+				return 2;
+			}
+		} else if (strcmp(a, "--logs-max-size") == 0 && i + 1 < argc) {
+			if (dv_parse_uint(argv[++i], UINT64_MAX, &o.logs_max_bytes) != 0 || o.logs_max_bytes == 0) {
+				fprintf(stderr, "davit daemon: --logs-max-size takes a number of bytes\n");
+				return 2;
+			}
 		} else if (strcmp(a, "--metrics-listen") == 0 && i + 1 < argc) {
 			o.metrics_listen = argv[++i];
 		} else if (strcmp(a, "--metrics-token") == 0 && i + 1 < argc) {

@@ -309,6 +309,12 @@ int dv_daemon_run(const struct dv_daemon_options *o)
 
 	if (make_dir(o->state_dir, 0700, &err) || make_dir(run_dir, 0700, &err) || make_dir(log_dir, 0700, &err))
 		goto out;
+	{
+		char *json_log = dv_xasprintf("%s/davit.log", log_dir); /* JSON lines: davit logs --daemon */
+		if (dv_log_open_file(json_log, 0) != 0)
+			dv_log_warn("daemon", "cannot write %s: %s", json_log, strerror(errno));
+		free(json_log);
+	}
 	/* One daemon per state directory: the pid file is locked while we run. */
 	pid_fd = open(pid_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (pid_fd == -1 || flock(pid_fd, LOCK_EX | LOCK_NB) == -1) {
@@ -411,6 +417,7 @@ out:
 			unlink(pid_path);
 		close(pid_fd);
 	}
+	dv_log_close_file();
 	free(run_dir);
 	free(log_dir);
 	free(pid_path);

@@ -17,6 +17,8 @@ struct dv_daemon_options {
 	const char *metrics_token;   /* bearer token for /metrics; NULL: none */
 	const char *const *notify;   /* "TYPE=URL" notifier specs (daemon flags) */
 	size_t nnotify;
+	uint64_t logs_max_age_ms;    /* replica log retention (0: 7 days) */
+	uint64_t logs_max_bytes;     /* (0: 1 GiB) */
 };
 
 /* Runs until SIGTERM/SIGINT or POST /v1/shutdown; returns the exit status.

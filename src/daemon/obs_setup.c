@@ -55,6 +55,8 @@ struct dv_obs *dv_daemon_obs_start(const struct dv_daemon_options *o, struct dv_
 		.notify = {.timeout_ms = env_duration("DAVIT_NOTIFY_TIMEOUT", 10000),
 		           .retries = (unsigned)nretries,
 		           .backoff_ms = env_duration("DAVIT_NOTIFY_BACKOFF", 1000)},
+		.logs_max_age_s = o->logs_max_age_ms ? (int64_t)(o->logs_max_age_ms / 1000) : 0,
+		.logs_max_bytes = o->logs_max_bytes,
 	};
 	struct dv_obs *obs = dv_obs_new(&c, err);
 	if (!obs && !o->metrics_listen) {

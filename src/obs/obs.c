@@ -14,6 +14,7 @@
 #include "metrics/metrics.h"
 #include "obs/config.h"
 #include "obs/http.h"
+#include "obs/logs.h"
 #include "store/store.h"
 
 #include <errno.h>
@@ -267,8 +268,8 @@ static void notify_alert(struct dv_obs *o, const struct dv_alert_transition *t)
 	dv_store_event_add(o->cfg.store, app[0] ? app : NULL, t->firing ? "alert.firing" : "alert.resolved", title,
 	                   f.data, NULL, &err);
 	free(err);
+	dv_log_fields(t->firing ? DV_LOG_WARN : DV_LOG_INFO, "obs", f.data, "alert %s", title);
 	dv_strbuf_dispose(&f);
-	dv_log_info("obs", "alert %s", title);
 }
 
 static void notify_event(struct dv_obs *o, const struct dv_store_event *ev, const char *what, const char *severity)
@@ -484,8 +485,15 @@ static void tick(struct dv_obs *o)
 	}
 	dv_history_add(o->hist, "host", &hp);
 	dv_history_commit(o->hist);
-	if (++o->ticks % DV_HISTORY_ROLLUP == 0)
+	if (++o->ticks % DV_HISTORY_ROLLUP == 0) {
 		dv_history_prune(o->hist, wall);
+		if (o->cfg.logs_max_age_s >= 0) {
+			char *dir = dv_xasprintf("%s/logs", o->state_dir);
+			struct dv_obs_logs_result lr;
+			dv_obs_prune_logs(dir, wall, o->cfg.logs_max_age_s, o->cfg.logs_max_bytes, &lr);
+			free(dir);
+		}
+	}
 
 	/* Alerts. */
 	dv_alerts_begin(o->alerts, now_ms, wall);
@@ -1064,6 +1072,10 @@ struct dv_obs *dv_obs_new(const struct dv_obs_config *cfg, char **err)
 	o->cfg.metrics_token = o->token;
 	o->disk_path = dv_xstrdup(cfg->disk_path && *cfg->disk_path ? cfg->disk_path : cfg->state_dir);
 	o->host_root = dv_xstrdup(cfg->host_root ? cfg->host_root : "");
+	if (o->cfg.logs_max_age_s == 0)
+		o->cfg.logs_max_age_s = 7 * 86400;
+	if (o->cfg.logs_max_bytes == 0)
+		o->cfg.logs_max_bytes = 1ull << 30;
 	if (o->cfg.interval_ms < 1000)
 		o->cfg.interval_ms = o->cfg.interval_ms ? 1000 : 10000;
 	o->flag_notifiers = dv_xcalloc(cfg->nnotifiers + 1, sizeof *o->flag_notifiers);

@@ -41,6 +41,8 @@ struct dv_obs_config {
 	const struct dv_notifier_config *notifiers; /* from daemon flags (copied) */
 	size_t nnotifiers;
 	struct dv_notify_options notify; /* timeouts and retries (zeroed: defaults) */
+	int64_t logs_max_age_s;        /* replica log files older than this go (0: 7 days; < 0: never) */
+	uint64_t logs_max_bytes;       /* and the oldest while all of them pass this (0: 1 GiB) */
 };
 
 struct dv_obs;

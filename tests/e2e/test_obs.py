@@ -49,6 +49,9 @@ class H(http.server.BaseHTTPRequestHandler):
         code, body = 200, b"ok\n"
         if self.path.startswith("/fail"):
             code, body = 500, b"fail\n"
+            print("ERROR failing on purpose: " + self.path, flush=True)
+        elif self.path.startswith("/hello"):
+            print('{"level":"warn","msg":"hello ' + self.path + '"}', flush=True)
         elif self.path.startswith("/slow"):
             time.sleep(0.35)
         elif self.path.startswith("/health") and os.path.exists(os.environ["SICK_FILE"]):
@@ -611,3 +614,84 @@ def test_alert_config_errors_name_file_and_line(tmp_path, obs_daemon):
         compose, _ = write_app(tmp_path / "app", extra_top=text)
         r = d.deploy(compose, check=False)
         assert r.returncode != 0 and msg in r.out and f"{compose}:" in r.out, (text, r.out)
+
+
+def test_logs_filters_export_and_retention(tmp_path, obs_daemon):
+    d = obs_daemon(args=["--metrics-listen", "off", "--logs-max-age", "1h", "--logs-max-size", "3000000"],
+                   env={"DAVIT_METRICS_INTERVAL": "1s"})
+    compose, _ = write_app(tmp_path / "app")
+    t_before = int(time.time()) - 1
+    d.deploy(compose)
+    for p in ["/fail/1", "/hello/1", "/fail/2", "/"]:
+        get(d.port, p)
+
+    def lines(*args):
+        r = d.cli("logs", "web", *args)
+        return [l for l in r.stdout.splitlines() if l.strip()]
+
+    # --level: a level word in plain lines, the "level" field of JSON lines.
+    wait_until(lambda: len(lines("--level", "error")) == 2, 10, what="two error lines")
+    errs = [json.loads(l) for l in lines("--level", "error", "--json")]
+    assert [e["line"] for e in errs] == ["ERROR failing on purpose: /fail/1", "ERROR failing on purpose: /fail/2"]
+    assert {"time", "app", "service", "replica", "stream", "line"} <= set(errs[0])
+    warn = lines("--level", "warn")
+    assert len(warn) == 3 and any("hello /hello/1" in l for l in warn), warn
+    assert all("web#0" in l for l in warn)
+    # --grep, --since / --until
+    assert lines("--grep", "PURPOSE: /fail/2")[0].endswith("ERROR failing on purpose: /fail/2")
+    assert len(lines("--grep", "purpose", "--since", "1h")) == 2
+    assert lines("--grep", "purpose", "--until", str(t_before)) == []
+    # export to a file
+    out = tmp_path / "export.jsonl"
+    d.cli("logs", "web", "--grep", "purpose", "--json", "--output", str(out))
+    exported = [json.loads(l) for l in out.read_text().splitlines()]
+    assert len(exported) == 2
+    r = d.cli("logs", "nosuch", "--grep", "x", check=False)
+    assert r.returncode == 1 and "nosuch" in r.stderr
+
+    # davit's own log: JSON lines with time, level, component, message, fields.
+    def own():
+        return [json.loads(l) for l in d.cli("logs", "--daemon", "--json", "--component", "engine").stdout.splitlines()]
+    rows = wait_until(lambda: [r for r in own() if "deploy.succeeded" in r["message"]], 10, what="engine log line")
+    assert set(rows[0]) == {"time", "level", "component", "message", "fields"}
+    assert rows[0]["level"] == "info" and rows[0]["component"] == "engine"
+    text = d.cli("logs", "--daemon", "--grep", "deploy.succeeded").stdout
+    assert " info engine: obsapp deploy.succeeded" in text
+    assert d.cli("logs", "--daemon", "--level", "error", "--grep", "deploy.succeeded").stdout == ""
+    # follow the daemon log: the alert a new event raises shows up (obs logs it with its fields)
+    p = subprocess.Popen([davitctl.DAVIT_BIN, "logs", "--daemon", "-f", "--json", "--grep", "FIRING backup_failed",
+                          "--state-dir", d.state_dir], stdout=subprocess.PIPE, text=True)
+    got = []
+    reader = threading.Thread(target=lambda: got.extend(iter(p.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        time.sleep(0.3)
+        d.cli("event", "backup.failed", "pg_dump failed", "--app", "obsapp")
+        wait_until(lambda: got, 10, what="the followed daemon log to show the alert")
+        row = json.loads(got[0])
+        assert row["level"] == "warn" and row["component"] == "obs"
+        assert row["fields"]["rule"] == "backup_failed" and row["fields"]["state"] == "firing"
+    finally:
+        p.terminate()
+        p.wait(5)
+
+    # Retention: old files and files over the size budget go, the open log stays.
+    logdir = os.path.join(d.state_dir, "logs", "obsapp", "web")
+    current = [f for f in os.listdir(logdir) if f.endswith(".log")]
+    assert current, os.listdir(logdir)
+    old = os.path.join(logdir, "web-old.log.1")
+    with open(old, "w") as f:
+        f.write("x" * 1000)
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    big1 = os.path.join(logdir, "web-big1.log")
+    big2 = os.path.join(logdir, "web-big2.log")
+    with open(big1, "wb") as f:
+        f.write(b"y" * 2_000_000)
+    os.utime(big1, (time.time() - 60, time.time() - 60))
+    with open(big2, "wb") as f:
+        f.write(b"z" * 2_000_000)
+    wait_until(lambda: not os.path.exists(old) and not os.path.exists(big1), 15, what="log retention")
+    assert os.path.exists(big2), "the newest file fits in the size budget"
+    assert all(os.path.exists(os.path.join(logdir, c)) for c in current), "the open log stays"
+    get(d.port, "/fail/3")
+    wait_until(lambda: len(lines("--level", "error")) == 3, 10, what="the replica still logs")
