@@ -155,7 +155,8 @@ void dv_alerts_set_rules(struct dv_alerts *a, const struct dv_alert_rule *rules,
 	struct dv_alert_rule *old = a->rules;
 	size_t nold = a->nrules;
 	a->rules = dv_xcalloc(n ? n : 1, sizeof *a->rules);
-	memcpy(a->rules, rules, n * sizeof *rules);
+	if (n)
+		memcpy(a->rules, rules, n * sizeof *rules);
 	a->nrules = n;
 	for (size_t i = 0; i < a->nalerts; i++) {
 		struct alert *al = &a->alerts[i];

@@ -202,7 +202,8 @@ void dv_metrics_prom_gauges(struct dv_strbuf *out)
 	/* Group samples by family (the format wants one block per metric). */
 	struct name_list nl = {0};
 	dv_metrics_gauge_each(NULL, collect_name, &nl);
-	qsort(nl.names, nl.n, sizeof *nl.names, cmp_str);
+	if (nl.n)
+		qsort(nl.names, nl.n, sizeof *nl.names, cmp_str);
 	for (size_t i = 0; i < nl.n; i++) {
 		struct gauge_ctx g = {.out = out};
 		dv_metrics_gauge_each(nl.names[i], gauge_line, &g);

@@ -375,7 +375,8 @@ int dv_obs_config_parse(const char *name, const char *text, size_t len, const ch
 {
 	memset(out, 0, sizeof *out);
 	out->rules = dv_xcalloc(nbase ? nbase : 1, sizeof *out->rules);
-	memcpy(out->rules, base, nbase * sizeof *base);
+	if (nbase)
+		memcpy(out->rules, base, nbase * sizeof *base);
 	out->nrules = nbase;
 	yaml_parser_t parser;
 	yaml_document_t doc;

@@ -113,7 +113,8 @@ void dv_obs_prune_logs(const char *dir, int64_t now, int64_t max_age_s, uint64_t
 	struct list l = {0};
 	open_files(&l);
 	walk(&l, dir, 0, out);
-	qsort(l.files, l.n, sizeof *l.files, by_age);
+	if (l.n)
+		qsort(l.files, l.n, sizeof *l.files, by_age);
 	uint64_t total = out->kept_bytes;
 	for (size_t i = 0; i < l.n; i++)
 		total += l.files[i].size;

@@ -124,7 +124,8 @@ static void apply_config(struct dv_obs *o)
 	memcpy(rules, defaults, n * sizeof *rules);
 	size_t nrules = n;
 	struct dv_notifier_config *nt = dv_xcalloc(o->nflag_notifiers + 1, sizeof *nt);
-	memcpy(nt, o->flag_notifiers, o->nflag_notifiers * sizeof *nt);
+	if (o->nflag_notifiers)
+		memcpy(nt, o->flag_notifiers, o->nflag_notifiers * sizeof *nt);
 	size_t nnt = o->nflag_notifiers;
 	for (size_t i = 0; i < o->nfiles; i++) {
 		struct dv_obs_file_config fc;
@@ -138,7 +139,8 @@ static void apply_config(struct dv_obs *o)
 		nrules = fc.nrules < MAX_RULES ? fc.nrules : MAX_RULES;
 		memcpy(rules, fc.rules, nrules * sizeof *rules);
 		nt = dv_xrealloc(nt, (nnt + fc.nnotifiers + 1) * sizeof *nt);
-		memcpy(nt + nnt, fc.notifiers, fc.nnotifiers * sizeof *nt);
+		if (fc.nnotifiers)
+			memcpy(nt + nnt, fc.notifiers, fc.nnotifiers * sizeof *nt);
 		nnt += fc.nnotifiers;
 		dv_obs_config_dispose(&fc);
 	}
@@ -1079,7 +1081,8 @@ struct dv_obs *dv_obs_new(const struct dv_obs_config *cfg, char **err)
 	if (o->cfg.interval_ms < 1000)
 		o->cfg.interval_ms = o->cfg.interval_ms ? 1000 : 10000;
 	o->flag_notifiers = dv_xcalloc(cfg->nnotifiers + 1, sizeof *o->flag_notifiers);
-	memcpy(o->flag_notifiers, cfg->notifiers, cfg->nnotifiers * sizeof *o->flag_notifiers);
+	if (cfg->nnotifiers)
+		memcpy(o->flag_notifiers, cfg->notifiers, cfg->nnotifiers * sizeof *o->flag_notifiers);
 	o->nflag_notifiers = cfg->nnotifiers;
 	o->cfg.notifiers = NULL;
 	dv_host_stats_init(&o->host, o->host_root, o->disk_path);
