@@ -385,3 +385,34 @@ void dv_alerts_report(struct dv_alerts *a, bool json, int64_t keep_resolved_s, s
 		dv_strbuf_puts(out, "no alerts (every rule is quiet)\n");
 	}
 }
+
+void dv_alerts_firing_json(const struct dv_alerts *a, struct dv_strbuf *out)
+{
+	struct dv_json j;
+	dv_json_init(&j, out);
+	dv_json_array_begin(&j);
+	for (size_t i = 0; i < a->nalerts; i++) {
+		const struct alert *al = &a->alerts[i];
+		if (al->state != DV_ALERT_FIRING)
+			continue;
+		dv_json_object_begin(&j);
+		dv_json_key(&j, "rule");
+		dv_json_string(&j, al->rule);
+		dv_json_key(&j, "subject");
+		dv_json_string(&j, al->subject);
+		dv_json_key(&j, "fired_at");
+		dv_json_int(&j, al->fired_at);
+		dv_json_object_end(&j);
+	}
+	dv_json_array_end(&j);
+}
+
+void dv_alerts_restore(struct dv_alerts *a, const char *rule, const char *subject, int64_t fired_at, uint64_t now_ms)
+{
+	struct alert *al = get_alert(a, rule, subject, true);
+	al->state = DV_ALERT_FIRING;
+	al->fired_at = al->pending_at = fired_at;
+	al->since_ms = now_ms;
+	al->clear_since_ms = 0;
+	al->seen = true;
+}

@@ -76,6 +76,13 @@ int dv_alert_severity_parse(const char *text, enum dv_alert_severity *out);
 /* The alerts that are pending, firing, or resolved within `keep_resolved_s`,
  * as JSON ({"alerts":[...]}) or a text table. */
 void dv_alerts_report(struct dv_alerts *a, bool json, int64_t keep_resolved_s, struct dv_strbuf *out);
+/* Firing alerts as JSON [{"rule","subject","fired_at"}...] (to keep across a
+ * restart), and restoring them: a restored alert is firing without a new
+ * transition; it resolves normally (or at once if its rule is gone). */
+void dv_alerts_firing_json(const struct dv_alerts *a, struct dv_strbuf *out);
+void dv_alerts_restore(struct dv_alerts *a, const char *rule, const char *subject, int64_t fired_at,
+                       uint64_t now_ms);
+
 /* Number of alerts firing now. */
 size_t dv_alerts_firing(const struct dv_alerts *a);
 

@@ -153,6 +153,14 @@ static void apply_config(struct dv_obs *o)
 static void load_stored(const char *key, const char *value, void *arg)
 {
 	struct dv_obs *o = arg;
+	if (strcmp(key, "alerts:firing") == 0) {
+		struct dv_jv *j = dv_jv_parse(value, strlen(value), NULL);
+		for (size_t i = 0; j && j->type == DV_JV_ARRAY && i < j->len; i++)
+			dv_alerts_restore(o->alerts, dv_jv_str(&j->items[i], "rule", ""), dv_jv_str(&j->items[i], "subject", ""),
+			                  dv_jv_int(&j->items[i], "fired_at", 0), dv_now_ms());
+		dv_jv_free(j);
+		return;
+	}
 	const char *nl = strchr(value, '\n');
 	if (strncmp(key, "compose:", 8) != 0 || !nl)
 		return;
@@ -349,6 +357,41 @@ static void poll_events(struct dv_obs *o)
 	dv_store_event_array_free(ev, n);
 }
 
+static int by_id(const void *a, const void *b)
+{
+	const struct dv_store_event *x = a, *y = b;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* At start: the newest certificate expiry per domain and backup result per
+ * app are state, not news: take them from the events kept in the store. */
+static void replay_state_events(struct dv_obs *o)
+{
+	static const char *const kinds[] = {"certificate.expiry", "backup.failed", "backup.succeeded"};
+	struct dv_store_event *all = NULL;
+	size_t nall = 0;
+	for (size_t k = 0; k < DV_ARRAY_LEN(kinds); k++) {
+		struct dv_store_event_filter f = {.kind = kinds[k], .limit = 1000};
+		struct dv_store_event *ev = NULL;
+		size_t n = 0;
+		char *err = NULL;
+		if (dv_store_event_list(o->cfg.store, &f, &ev, &n, &err) != 0) {
+			free(err);
+			continue;
+		}
+		all = dv_xrealloc(all, (nall + n + 1) * sizeof *all);
+		if (n)
+			memcpy(all + nall, ev, n * sizeof *ev);
+		nall += n;
+		free(ev); /* the strings moved to `all` */
+	}
+	if (nall)
+		qsort(all, nall, sizeof *all, by_id); /* oldest first: the newest wins */
+	for (size_t i = 0; i < nall; i++)
+		handle_event(o, &all[i]);
+	dv_store_event_array_free(all, nall);
+}
+
 static void events_timer(struct dv_loop *loop, struct dv_timer *t)
 {
 	struct dv_obs *o = dv_container_of(t, struct dv_obs, events);
@@ -537,6 +580,14 @@ static void tick(struct dv_obs *o)
 		notify_alert(o, &tr[i]);
 	}
 	free(tr);
+	if (nt) {
+		/* Firing alerts survive a restart: no second notification for them. */
+		struct dv_strbuf fj;
+		dv_strbuf_init(&fj);
+		dv_alerts_firing_json(o->alerts, &fj);
+		dv_history_config_put(o->hist, "alerts:firing", fj.data);
+		dv_strbuf_dispose(&fj);
+	}
 
 	if (o->have_prev)
 		dv_metrics_snapshot_free(&o->prev);
@@ -1098,6 +1149,7 @@ struct dv_obs *dv_obs_new(const struct dv_obs_config *cfg, char **err)
 	o->notify = dv_notify_new(&cfg->notify);
 	dv_history_config_each(o->hist, load_stored, o);
 	apply_config(o);
+	replay_state_events(o);
 	/* Count only what happens from now on. */
 	struct dv_store_event_filter f = {.limit = 1};
 	struct dv_store_event *ev = NULL;
