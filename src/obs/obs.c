@@ -39,6 +39,13 @@ struct svc {
 	uint64_t hist[DV_METRICS_BUCKETS];
 };
 
+struct rep {
+	char svc[160];
+	unsigned index;
+	char role[8], state[16];
+	uint64_t restarts, rss, cpu_ms;
+};
+
 struct app_counts {
 	char app[128];
 	uint64_t deploys_ok, deploys_failed, rollbacks_manual, rollbacks_auto;
@@ -70,6 +77,8 @@ struct dv_obs {
 	int64_t last_tick_wall;
 	struct svc *svcs;
 	size_t nsvcs;
+	struct rep *reps;            /* every replica at the last tick */
+	size_t nreps;
 	struct app_counts *apps;
 	size_t napps;
 	struct file_cfg *files;
@@ -406,6 +415,7 @@ static void read_replicas(struct dv_obs *o, double dt)
 {
 	for (size_t i = 0; i < o->nsvcs; i++)
 		o->svcs[i].seen = false;
+	o->nreps = 0;
 	struct dv_strbuf out;
 	dv_strbuf_init(&out);
 	char *err = NULL;
@@ -433,6 +443,16 @@ static void read_replicas(struct dv_obs *o, double dt)
 			const struct dv_jv *reps = dv_jv_get(sv, "replicas");
 			for (size_t r = 0; reps && reps->type == DV_JV_ARRAY && r < reps->len; r++) {
 				const struct dv_jv *rp = &reps->items[r];
+				o->reps = dv_xrealloc(o->reps, (o->nreps + 1) * sizeof *o->reps);
+				struct rep *rr = &o->reps[o->nreps++];
+				memset(rr, 0, sizeof *rr);
+				snprintf(rr->svc, sizeof rr->svc, "%s", name);
+				rr->index = (unsigned)dv_jv_int(rp, "index", 0);
+				snprintf(rr->role, sizeof rr->role, "%s", dv_jv_str(rp, "role", "?"));
+				snprintf(rr->state, sizeof rr->state, "%s", dv_jv_str(rp, "state", "?"));
+				rr->restarts = (uint64_t)dv_jv_int(rp, "restarts", 0);
+				rr->rss = (uint64_t)dv_jv_int(rp, "rss_bytes", 0);
+				rr->cpu_ms = (uint64_t)dv_jv_int(rp, "cpu_ms", 0);
 				if (strcmp(dv_jv_str(rp, "role", ""), "old") == 0)
 					continue; /* draining: not the service any more */
 				st->replicas++;
@@ -651,6 +671,43 @@ static void prom_services(struct dv_obs *o, struct dv_strbuf *out)
 	dv_strbuf_dispose(&l);
 }
 
+static void prom_replicas(struct dv_obs *o, struct dv_strbuf *out)
+{
+	static const char *const states[] = {"starting", "healthy", "unhealthy", "restarting", "stopping", "exited"};
+	struct dv_strbuf l;
+	dv_strbuf_init(&l);
+	struct {
+		const char *name, *type, *help;
+	} fam[] = {
+		{"davit_replica_state", "gauge", "1 for the replica's current state (healthy receives traffic)."},
+		{"davit_replica_restarts_total", "counter", "Restarts of the replica."},
+		{"davit_replica_cpu_seconds_total", "counter", "CPU time of the replica's processes."},
+		{"davit_replica_memory_rss_bytes", "gauge", "Resident memory of the replica's processes."},
+	};
+	for (size_t f = 0; f < DV_ARRAY_LEN(fam); f++) {
+		dv_metrics_prom_family(out, fam[f].name, fam[f].type, fam[f].help);
+		for (size_t i = 0; i < o->nreps; i++) {
+			const struct rep *r = &o->reps[i];
+			dv_strbuf_reset(&l);
+			label_pair(&l, r->svc);
+			dv_strbuf_printf(&l, ",replica=\"%u\",role=\"%s\"", r->index, r->role);
+			if (f == 0) {
+				size_t base = l.len;
+				for (size_t k = 0; k < DV_ARRAY_LEN(states); k++) {
+					l.len = base;
+					l.data[base] = '\0';
+					dv_strbuf_printf(&l, ",state=\"%s\"", states[k]);
+					dv_metrics_prom_sample(out, fam[f].name, l.data, strcmp(r->state, states[k]) == 0);
+				}
+				continue;
+			}
+			double v = f == 1 ? (double)r->restarts : f == 2 ? (double)r->cpu_ms / 1000.0 : (double)r->rss;
+			dv_metrics_prom_sample(out, fam[f].name, l.data, v);
+		}
+	}
+	dv_strbuf_dispose(&l);
+}
+
 static void prom_host(struct dv_obs *o, struct dv_strbuf *out)
 {
 	const struct dv_host_sample *h = &o->last_host;
@@ -762,6 +819,7 @@ static void metrics_http(void *arg, const char *method, const char *path, const 
 	dv_metrics_prom_requests(body, &snap, "service");
 	dv_metrics_snapshot_free(&snap);
 	prom_services(o, body);
+	prom_replicas(o, body);
 	prom_host(o, body);
 	prom_apps(o, body);
 	dv_metrics_prom_gauges(body);
@@ -1201,6 +1259,7 @@ void dv_obs_free(struct dv_obs *o)
 	}
 	free(o->files);
 	free(o->svcs);
+	free(o->reps);
 	free(o->apps);
 	free(o->flag_notifiers);
 	free(o->state_dir);

@@ -219,12 +219,19 @@ def test_prometheus_scrapes_davit_request_counts(tmp_path, obs_daemon):
     assert status == 401, body
     status, body = scrape(mport, "wrong")
     assert status == 401
-    status, text = scrape(mport, token)
-    assert status == 200
+    def scraped():
+        st, tx = scrape(mport, token)  # replica and host series come with the next collection tick
+        return st == 200 and sample(tx, "davit_service_up", app="obsapp", service="web") is not None and tx
+    text = wait_until(scraped, 10, what="a /metrics answer with the service's series")
     assert sample(text, "davit_http_requests_total", app="obsapp", service="web", code="2xx") == 30, text
     assert sample(text, "davit_http_requests_total", app="obsapp", service="web", code="5xx") == 3
     assert sample(text, "davit_http_request_duration_seconds_count", app="obsapp", service="web") == 33
     assert sample(text, "davit_service_up", app="obsapp", service="web") == 1
+    assert sample(text, "davit_replica_state", app="obsapp", service="web", replica="0", state="healthy") == 1
+    assert sample(text, "davit_replica_state", app="obsapp", service="web", replica="0", state="unhealthy") == 0
+    assert sample(text, "davit_replica_memory_rss_bytes", app="obsapp", service="web", replica="0") > 1_000_000
+    assert sample(text, "davit_replica_restarts_total", app="obsapp", service="web", replica="0") == 0
+    assert sample(text, "davit_host_memory_total_bytes") > 0
     assert sample(text, "davit_deploys_total", app="obsapp", result="succeeded") == 1
     assert "# TYPE davit_http_request_duration_seconds histogram" in text
 
