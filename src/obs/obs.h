@@ -63,4 +63,11 @@ bool dv_obs_handle_api(struct dv_obs *obs, struct dv_api_request *req);
  * with *err "FILE:LINE: ..." and nothing changed. */
 int dv_obs_load_compose(struct dv_obs *obs, const char *path, const char *const *environ, char **err);
 
+/* For `davit proxy` (no daemon): serves the proxy's per-route counters
+ * (label "route") on /metrics from a thread of its own. token: NULL or the
+ * bearer token required. Returns NULL with *err if it cannot listen. */
+struct dv_obs_route_metrics;
+struct dv_obs_route_metrics *dv_obs_route_metrics_start(const char *listen, const char *token, char **err);
+void dv_obs_route_metrics_stop(struct dv_obs_route_metrics *m);
+
 #endif
