@@ -6,7 +6,9 @@ pkgs=(
   build-essential pkg-config            # compiler, make, pkg-config
   libyaml-dev                           # compose loader
   libsqlite3-dev                        # state store
-  libssl-dev                            # SHA-256 of releases (libcrypto)
+  libssl-dev                            # SHA-256 of releases (libcrypto), TLS termination (libssl)
+  libcurl4-openssl-dev                  # ACME client (HTTPS to the CA)
+  pebble                                # ACME test server for the certificate tests (tests/e2e/test_acme.py)
   libcmocka-dev                         # unit tests
   clang libclang-rt-14-dev              # libFuzzer + sanitizer runtimes (make fuzz)
   python3 python3-pytest python3-websocket  # end-to-end tests (run with pytest-3)

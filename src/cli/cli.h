@@ -30,6 +30,7 @@ int dv_cli_event(int argc, char **argv);
 /* logs_ext.c: `davit logs` with filters (query.c hands over when one is given). */
 bool dv_cli_logs_extended(int argc, char **argv);
 int dv_cli_logs_ext(int argc, char **argv);
+int dv_cli_certs(int argc, char **argv);
 
 /* ---- options shared by the commands that talk to the daemon (common.c) ---- */
 

@@ -1,12 +1,14 @@
 /* `davit daemon`: run the platform in the foreground. */
 #include "cli/cli.h"
 
+#include "acme/acme.h"
 #include "core/util.h"
 #include "daemon/daemon.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char usage_text[] =
 	"usage: davit daemon [--state-dir DIR] [--http ADDR:PORT] [--workers N]\n"
@@ -31,11 +33,39 @@ static const char usage_text[] =
 	"Environment: DAVIT_METRICS_INTERVAL (10s) collection interval; DAVIT_ALERT_FOR replaces every\n"
 	"default alert rule's duration; DAVIT_HOST_ROOT reads /proc there; DAVIT_DISK_PATH is the file\n"
 	"system disk_low watches (the state directory); DAVIT_NOTIFY_TIMEOUT (10s), DAVIT_NOTIFY_RETRIES (3),\n"
-	"DAVIT_NOTIFY_BACKOFF (1s, doubling) for notifications.\n";
+	"DAVIT_NOTIFY_BACKOFF (1s, doubling) for notifications.\n"
+	"\n"
+	"HTTPS and certificates (see 'davit certs'):\n"
+	"  --https ADDR:PORT|off  HTTPS listener (default 0.0.0.0:443 as root, 127.0.0.1:8443 otherwise;\n"
+	"                         with --http given: its address on 443 if --http is on port 80, else off)\n"
+	"  --cert HOST=CERT,KEY   serve this PEM certificate chain and key for HOST (repeatable)\n"
+	"  --acme-directory URL   ACME directory (default Let's Encrypt; 'staging' = its staging CA)\n"
+	"  --acme-ca-bundle FILE  CA certificates to trust for the ACME server's HTTPS (e.g. pebble's)\n"
+	"  --acme-email ADDR      account contact for expiry notices\n"
+	"  --acme-renew-before DUR  renew this long before expiry (default 30 days; a third of the\n"
+	"                         lifetime for shorter certificates)\n"
+	"  --acme-retry DUR       first retry delay after a failure, doubling up to 6h (default 1m)\n"
+	"  --acme / --no-acme     force the ACME client on / off (default: on when HTTP is on port 80\n"
+	"                         or --acme-directory is given)\n";
+
+/* 0.0.0.0:443 as root, 127.0.0.1:8443 otherwise (like dv_cli_default_http). */
+static const char *default_https(const char *http, bool http_given)
+{
+	if (!http_given)
+		return geteuid() == 0 ? "0.0.0.0:443" : "127.0.0.1:8443";
+	static char buf[300];
+	const char *colon = strrchr(http, ':');
+	if (!colon || strcmp(colon, ":80") != 0)
+		return NULL;
+	snprintf(buf, sizeof buf, "%.*s:443", (int)(colon - http), http);
+	return buf;
+}
 
 int dv_cli_daemon(int argc, char **argv)
 {
-	struct dv_daemon_options o = {.state_dir = dv_cli_default_state_dir(), .http = dv_cli_default_http()};
+	struct dv_daemon_options o = {.state_dir = dv_cli_default_state_dir(), .http = dv_cli_default_http(), .acme = -1};
+	bool http_given = false, https_given = false;
+	static const char *certs[64];
 	const char *notify[32];
 	o.notify = notify;
 	for (int i = 1; i < argc; i++) {
@@ -74,6 +104,39 @@ int dv_cli_daemon(int argc, char **argv)
 			notify[o.nnotify++] = argv[++i];
 		} else if (strcmp(a, "--http") == 0 && i + 1 < argc) {
 			o.http = argv[++i];
+			http_given = true;
+		} else if (strcmp(a, "--https") == 0 && i + 1 < argc) {
+			o.https = strcmp(argv[++i], "off") == 0 ? NULL : argv[i];
+			https_given = true;
+		} else if (strcmp(a, "--cert") == 0 && i + 1 < argc) {
+			const char *v = argv[++i], *eq = strchr(v, '=');
+			if (!eq || eq == v || !strchr(eq, ',') || o.ncerts == DV_ARRAY_LEN(certs)) {
+				fprintf(stderr, "davit daemon: --cert takes HOST=CERT.pem,KEY.pem (at most 64)\n");
+				return 2;
+			}
+			certs[o.ncerts++] = v;
+		} else if (strcmp(a, "--acme-directory") == 0 && i + 1 < argc) {
+			o.acme_directory = argv[++i];
+			if (strcmp(o.acme_directory, "staging") == 0)
+				o.acme_directory = DV_ACME_LETSENCRYPT_STAGING;
+		} else if (strcmp(a, "--acme-ca-bundle") == 0 && i + 1 < argc) {
+			o.acme_ca_bundle = argv[++i];
+		} else if (strcmp(a, "--acme-email") == 0 && i + 1 < argc) {
+			o.acme_email = argv[++i];
+		} else if (strcmp(a, "--acme") == 0) {
+			o.acme = 1;
+		} else if (strcmp(a, "--no-acme") == 0) {
+			o.acme = 0;
+		} else if ((strcmp(a, "--acme-renew-before") == 0 || strcmp(a, "--acme-retry") == 0) && i + 1 < argc) {
+			uint64_t ms;
+			if (dv_parse_duration_ms(argv[++i], &ms) != 0 || ms == 0) {
+				fprintf(stderr, "davit daemon: %s takes a duration like 30s, 12h\n", a);
+				return 2;
+			}
+			if (strcmp(a, "--acme-retry") == 0)
+				o.acme_retry_base_ms = ms;
+			else
+				o.acme_renew_before_s = ms / 1000 ? ms / 1000 : 1;
 		} else if (strcmp(a, "--workers") == 0 && i + 1 < argc) {
 			uint64_t n;
 			if (dv_parse_uint(argv[++i], 1024, &n) != 0 || n == 0) {
@@ -99,5 +162,8 @@ int dv_cli_daemon(int argc, char **argv)
 			return 2;
 		}
 	}
+	if (!https_given)
+		o.https = default_https(o.http, http_given);
+	o.certs = certs;
 	return dv_daemon_run(&o);
 }

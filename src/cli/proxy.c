@@ -48,13 +48,20 @@ static const char usage_text[] =
 	"  --eject-after N              connect failures that eject a replica (default 3; 0 = never)\n"
 	"  --eject-for DUR              ejection time (default 10s)\n"
 	"  --access-log PATH|-|off      JSON lines access log (default - = stdout)\n"
+	"  --tls-listen ADDR:PORT       accept HTTPS clients here (repeatable; needs --cert or --certs)\n"
+	"  --cert [HOST=]CERT,KEY       a PEM certificate chain and key; names from the certificate\n"
+	"                               unless HOST is given (repeatable; first = default)\n"
+	"  --certs DIR                  every DIR/NAME/fullchain.pem + privkey.pem\n"
+	"  --ticket-key-rotate DUR      TLS session ticket key lifetime (default 1h; 3 kept)\n"
+	"  --no-https-redirect          do not send 301 to https:// for hosts with a certificate\n"
 	"  --log-level debug|info|warn|error   diagnostics on stderr (default info)\n"
 	"  --no-metrics                 do not count requests (per-worker counters; on by default)\n"
 	"  --metrics-listen ADDR:PORT   serve the per-route counters on /metrics (Prometheus text)\n"
 	"  --metrics-token TOKEN        require 'Authorization: Bearer TOKEN' there\n"
 	"  -h, --help                   this text\n"
 	"\n"
-	"DUR: 250ms, 5s, 2m, 1h or plain seconds. Signals: SIGHUP reloads --routes,\n"
+	"DUR: 250ms, 5s, 2m, 1h or plain seconds. Signals: SIGHUP reloads --routes\n"
+	"and the certificates (without dropping connections),\n"
 	"SIGTERM/SIGINT stop gracefully (a second one stops at once).\n";
 
 enum {
@@ -62,7 +69,8 @@ enum {
 	OPT_RESPONSE_TIMEOUT, OPT_UPSTREAM_IDLE_TIMEOUT, OPT_READ_TIMEOUT, OPT_TUNNEL_TIMEOUT,
 	OPT_HEADER_TIMEOUT, OPT_KEEPALIVE_TIMEOUT, OPT_DRAIN_TIMEOUT, OPT_SHUTDOWN_TIMEOUT,
 	OPT_MAX_REQUEST_LINE, OPT_MAX_HEADER_BYTES, OPT_MAX_HEADERS, OPT_TRUSTED_PROXY, OPT_EJECT_AFTER,
-	OPT_EJECT_FOR, OPT_ACCESS_LOG, OPT_LOG_LEVEL, OPT_NO_METRICS, OPT_METRICS_LISTEN, OPT_METRICS_TOKEN,
+	OPT_EJECT_FOR, OPT_ACCESS_LOG, OPT_LOG_LEVEL, OPT_TLS_LISTEN, OPT_CERT, OPT_CERTS, OPT_TICKET_ROTATE,
+	OPT_NO_REDIRECT, OPT_NO_METRICS, OPT_METRICS_LISTEN, OPT_METRICS_TOKEN,
 };
 
 static const struct option long_options[] = {
@@ -88,6 +96,11 @@ static const struct option long_options[] = {
 	{"eject-for", required_argument, NULL, OPT_EJECT_FOR},
 	{"access-log", required_argument, NULL, OPT_ACCESS_LOG},
 	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+	{"tls-listen", required_argument, NULL, OPT_TLS_LISTEN},
+	{"cert", required_argument, NULL, OPT_CERT},
+	{"certs", required_argument, NULL, OPT_CERTS},
+	{"ticket-key-rotate", required_argument, NULL, OPT_TICKET_ROTATE},
+	{"no-https-redirect", no_argument, NULL, OPT_NO_REDIRECT},
 	{"no-metrics", no_argument, NULL, OPT_NO_METRICS},
 	{"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
 	{"metrics-token", required_argument, NULL, OPT_METRICS_TOKEN},
@@ -104,6 +117,11 @@ struct proxy_args {
 	const char *routes_file;
 	enum dv_balance balance;
 	const char *metrics_listen, *metrics_token; /* obs/obs.h route metrics */
+	struct dv_sockaddr tls_listen[16];
+	char **certs; /* "[HOST=]CERT,KEY" */
+	size_t ncerts;
+	const char *certs_dir;
+	uint64_t ticket_rotate_ms;
 };
 
 static int bad_value(const char *opt, const char *value, const char *expected)
@@ -117,6 +135,8 @@ static int parse_args(int argc, char **argv, struct proxy_args *a)
 	dv_proxy_config_default(&a->config);
 	a->config.listen = a->listen;
 	a->config.trusted = a->trusted;
+	a->config.tls_listen = a->tls_listen;
+	a->config.https_redirect = true;
 	int opt, idx;
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, "h", long_options, &idx)) != -1) {
@@ -138,6 +158,31 @@ static int parse_args(int argc, char **argv, struct proxy_args *a)
 			a->config.nlisten++;
 			break;
 		}
+		case OPT_TLS_LISTEN: {
+			if (a->config.ntls_listen == DV_ARRAY_LEN(a->tls_listen))
+				return bad_value(name, optarg, "at most 16 listeners");
+			char *err = NULL;
+			if (dv_sockaddr_parse(optarg, false, &a->tls_listen[a->config.ntls_listen], &err) != 0) {
+				fprintf(stderr, "davit proxy: --tls-listen: %s\n", err);
+				free(err);
+				return 2;
+			}
+			a->config.ntls_listen++;
+			break;
+		}
+		case OPT_CERT:
+			if (!strchr(optarg, ','))
+				return bad_value(name, optarg, "[HOST=]CERT.pem,KEY.pem");
+			a->certs = dv_xrealloc(a->certs, (a->ncerts + 1) * sizeof *a->certs);
+			a->certs[a->ncerts++] = optarg;
+			break;
+		case OPT_CERTS:
+			a->certs_dir = optarg;
+			break;
+		case OPT_TICKET_ROTATE: duration = &a->ticket_rotate_ms; break;
+		case OPT_NO_REDIRECT:
+			a->config.https_redirect = false;
+			break;
 		case OPT_ROUTE:
 			a->routes = dv_xrealloc(a->routes, (a->nroutes + 1) * sizeof *a->routes);
 			a->routes[a->nroutes++] = optarg;
@@ -234,7 +279,11 @@ static int parse_args(int argc, char **argv, struct proxy_args *a)
 		fprintf(stderr, "davit proxy: no routes: give --route HOST=ADDR:PORT or --routes FILE (see --help)\n");
 		return 2;
 	}
-	if (a->config.nlisten == 0) {
+	if (a->config.ntls_listen && !a->ncerts && !a->certs_dir) {
+		fprintf(stderr, "davit proxy: --tls-listen needs certificates: give --cert CERT,KEY or --certs DIR\n");
+		return 2;
+	}
+	if (a->config.nlisten == 0 && a->config.ntls_listen == 0) {
 		char *err = NULL;
 		if (dv_sockaddr_parse("127.0.0.1:8080", true, &a->listen[0], &err) != 0) {
 			free(err);
@@ -265,12 +314,47 @@ static struct dv_route_table *load_routes(const struct proxy_args *a, char **err
 	return t;
 }
 
+/* Builds the certificate set from --cert and --certs (NULL + message on error). */
+static struct dv_tls_certset *load_certs(const struct proxy_args *a, struct dv_tls *tls, char **err)
+{
+	struct dv_tls_certset *set = dv_tls_certset_new();
+	for (size_t i = 0; i < a->ncerts; i++) {
+		char *spec = dv_xstrdup(a->certs[i]);
+		char *files = spec, *host = NULL;
+		char *eq = strchr(spec, '=');
+		if (eq) {
+			*eq = '\0';
+			host = spec;
+			files = eq + 1;
+		}
+		char *comma = strchr(files, ',');
+		int rc = -1;
+		if (!comma) {
+			*err = dv_xasprintf("--cert %s: expected [HOST=]CERT,KEY", a->certs[i]);
+		} else {
+			*comma = '\0';
+			rc = dv_tls_certset_add_files(tls, set, host, files, comma + 1, err);
+		}
+		free(spec);
+		if (rc != 0) {
+			dv_tls_certset_unref(set);
+			return NULL;
+		}
+	}
+	if (a->certs_dir && dv_tls_certset_add_dir(tls, set, a->certs_dir, err) < 0) {
+		dv_tls_certset_unref(set);
+		return NULL;
+	}
+	return set;
+}
+
 int dv_cli_proxy(int argc, char **argv)
 {
 	int rc = 1;
 	struct proxy_args a;
 	memset(&a, 0, sizeof a);
 	struct dv_proxy *proxy = NULL;
+	struct dv_tls *tls = NULL;
 	char *err = NULL;
 	int sfd = -1;
 	struct dv_obs_route_metrics *route_metrics = NULL;
@@ -278,6 +362,17 @@ int dv_cli_proxy(int argc, char **argv)
 	if (prc != 0) {
 		rc = prc == 1 ? 0 : prc;
 		goto out;
+	}
+	if (a.ncerts || a.certs_dir) {
+		tls = dv_tls_new(a.ticket_rotate_ms, &err);
+		struct dv_tls_certset *set = tls ? load_certs(&a, tls, &err) : NULL;
+		if (!set) {
+			fprintf(stderr, "davit proxy: %s\n", err);
+			goto out;
+		}
+		fprintf(stderr, "davit proxy: %zu certificates loaded\n", dv_tls_certset_count(set));
+		dv_tls_publish(tls, set);
+		a.config.tls = tls;
 	}
 	struct dv_route_table *table = load_routes(&a, &err);
 	if (!table) {
@@ -329,6 +424,11 @@ int dv_cli_proxy(int argc, char **argv)
 		fprintf(stderr, "davit proxy: listening on %s (%u workers)\n",
 		        dv_sockaddr_format(&a.listen[i], label, sizeof label), workers);
 	}
+	for (size_t i = 0; i < a.config.ntls_listen; i++) {
+		char label[80];
+		fprintf(stderr, "davit proxy: listening on %s (TLS, %u workers)\n",
+		        dv_sockaddr_format(&a.tls_listen[i], label, sizeof label), workers);
+	}
 	fprintf(stderr, "davit proxy: %zu routes loaded\n", nroutes);
 	int stops = 0;
 	for (;;) {
@@ -338,6 +438,18 @@ int dv_cli_proxy(int argc, char **argv)
 			if (n == -1 && errno == EINTR)
 				continue;
 			break;
+		}
+		if (si.ssi_signo == SIGHUP && tls) {
+			free(err);
+			err = NULL;
+			struct dv_tls_certset *set = load_certs(&a, tls, &err);
+			if (!set) {
+				dv_log_error("proxy", "certificate reload failed, keeping the current ones: %s", err);
+			} else {
+				size_t count = dv_tls_certset_count(set);
+				dv_tls_publish(tls, set);
+				dv_log_info("proxy", "certificates reloaded (%zu certificates)", count);
+			}
 		}
 		if (si.ssi_signo == SIGHUP) {
 			if (!a.routes_file) {
@@ -380,9 +492,11 @@ int dv_cli_proxy(int argc, char **argv)
 out:
 	dv_obs_route_metrics_stop(route_metrics);
 	dv_proxy_free(proxy);
+	dv_tls_free(tls);
 	if (sfd != -1)
 		close(sfd);
 	free(a.routes);
+	free(a.certs);
 	free(err);
 	return rc;
 }

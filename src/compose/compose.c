@@ -3388,6 +3388,36 @@ struct svc_nodes {
 	const struct ynode *image, *build, *run, *static_dir, *working_dir;
 };
 
+/* x-davit.tls: {cert: FILE, key: FILE}, a user-supplied certificate (PEM
+ * chain and key; paths relative to the project) for the service's domains. */
+static int davit_tls(struct ctx *ctx, const struct ynode *n, struct dv_compose_service *svc)
+{
+	int rc = want_map(ctx, n, "x-davit.tls");
+	char *cert = NULL, *key = NULL;
+	for (size_t i = 0; i < n->n_pairs && rc == 0; i++) {
+		const struct ynode *k = n->pairs[i].key, *v = n->pairs[i].value;
+		if (key_is(k, "cert") || key_is(k, "key")) {
+			char **dst = key_is(k, "cert") ? &cert : &key;
+			free(*dst);
+			*dst = NULL;
+			rc = get_string(ctx, v, key_is(k, "cert") ? "x-davit.tls.cert" : "x-davit.tls.key", dst);
+		} else {
+			warn_key(ctx, k, "x-davit.tls", NULL);
+		}
+	}
+	if (rc == 0 && (!cert || !key))
+		rc = fail(ctx, n, "x-davit.tls needs both cert: (PEM certificate chain) and key: (PEM private key)");
+	if (rc == 0) {
+		free(svc->tls_cert);
+		free(svc->tls_key);
+		svc->tls_cert = path_resolve(ctx, cert);
+		svc->tls_key = path_resolve(ctx, key);
+	}
+	free(cert);
+	free(key);
+	return rc;
+}
+
 static int parse_davit(struct ctx *ctx, const struct ynode *n, struct dv_compose_service *svc,
                        struct svc_nodes *at, unsigned *port)
 {
@@ -3405,6 +3435,8 @@ static int parse_davit(struct ctx *ctx, const struct ynode *n, struct dv_compose
 			rc = davit_domains(ctx, v, svc);
 		} else if (key_is(k, "health")) {
 			rc = davit_health(ctx, v, &svc->health);
+		} else if (key_is(k, "tls")) {
+			rc = davit_tls(ctx, v, svc);
 		} else if (key_is(k, "static")) {
 			char *dir = NULL;
 			at->static_dir = v;
@@ -4031,6 +4063,8 @@ static void service_dispose(struct dv_compose_service *s)
 	free(s->networks);
 	free(s->run);
 	free(s->static_dir);
+	free(s->tls_cert);
+	free(s->tls_key);
 	for (size_t i = 0; i < s->n_domains; i++) {
 		free(s->domains[i].environment);
 		free(s->domains[i].host);

@@ -22,7 +22,7 @@
  *     deploy.{replicas, resources.{limits,reservations}, update_config},
  *     labels (Traefik Host()/PathPrefix() router rules become domains, the
  *     loadbalancer.server.port label becomes the port), volumes, networks,
- *     and x-davit {run, port, domains, health, static}.
+ *     and x-davit {run, port, domains, health, static, tls {cert, key}}.
  * Interpolation: ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message},
  * ${VAR?message}, ${VAR:+alt}, ${VAR+alt}, $VAR and $$ (a literal $), nested
  * in defaults. Variables come from the process environment, which wins over
@@ -223,6 +223,8 @@ struct dv_compose_service {
 	                                    * then Traefik router rules; no duplicates */
 	size_t n_domains;
 	struct dv_compose_davit_health health;
+	char *tls_cert, *tls_key;      /* x-davit.tls {cert, key}: absolute PEM paths, or NULL
+	                                * (the certificate for this service's domains) */
 };
 
 /* A top-level network or volume. */

@@ -351,6 +351,13 @@ static void j_service(struct dv_strbuf *b, const struct dv_compose_service *s)
 
 	j_kstr(b, "run", s->run);
 	j_kstr(b, "static", s->static_dir);
+	if (s->tls_cert) { /* only when set: releases without it keep their canonical JSON */
+		j_key(b, "tls");
+		j_raw(b, "{", 1);
+		j_kstr(b, "cert", s->tls_cert);
+		j_kstr(b, "key", s->tls_key);
+		j_raw(b, "}", 1);
+	}
 
 	j_key(b, "volumes");
 	j_raw(b, "[", 1);

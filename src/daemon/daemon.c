@@ -7,6 +7,7 @@
 #include "core/loop.h"
 #include "core/strbuf.h"
 #include "core/util.h"
+#include "daemon/certs.h"
 #include "deploy/engine.h"
 #include "obs/obs.h"
 #include "proxy/proxy.h"
@@ -14,6 +15,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -32,6 +34,7 @@ struct daemon {
 	struct dv_engine *engine;
 	struct dv_api_server *api;
 	struct dv_obs *obs;
+	struct dv_daemon_certs *certs;
 	struct dv_io signal_io;
 	bool stopping;
 	int exit_status;
@@ -250,6 +253,12 @@ static void handle_api(struct dv_api_request *req, void *arg)
 		free(err);
 		free(service);
 		free(tail);
+	} else if (get && strcmp(path, "/v1/certs") == 0) {
+		struct dv_strbuf out;
+		dv_strbuf_init(&out);
+		dv_daemon_certs_report(d->certs, json, &out);
+		dv_api_respond(req, 200, json ? "application/json" : "text/plain; charset=utf-8", out.data, out.len);
+		dv_strbuf_dispose(&out);
 	} else if (post && strcmp(path, "/v1/shutdown") == 0) {
 		dv_api_respond(req, 200, "application/json", "{\"ok\":true}\n", 12);
 		raise(SIGTERM);
@@ -347,6 +356,23 @@ int dv_daemon_run(const struct dv_daemon_options *o)
 		goto out;
 	pc.listen = &listen_addr;
 	pc.nlisten = 1;
+	struct dv_sockaddr https_addr;
+	if (o->https) {
+		if (dv_sockaddr_parse(o->https, false, &https_addr, &err) != 0)
+			goto out;
+		pc.tls_listen = &https_addr;
+		pc.ntls_listen = 1;
+	}
+	d.loop = dv_loop_new(&err);
+	if (!d.loop)
+		goto out;
+	bool on_80 = ntohs(((struct sockaddr_in *)&listen_addr.addr)->sin_port) == 80;
+	bool acme = o->https && (o->acme == 1 || (o->acme < 0 && (on_80 || o->acme_directory)));
+	d.certs = dv_daemon_certs_new(d.loop, o, acme, &err);
+	if (!d.certs)
+		goto out;
+	pc.tls = dv_daemon_certs_tls(d.certs);
+	pc.https_redirect = o->https != NULL;
 	pc.workers = o->workers;
 	if (o->drain_timeout_ms)
 		pc.drain_timeout_ms = o->drain_timeout_ms;
@@ -360,9 +386,6 @@ int dv_daemon_run(const struct dv_daemon_options *o)
 	if (dv_proxy_start(d.proxy, &err) != 0)
 		goto out;
 
-	d.loop = dv_loop_new(&err);
-	if (!d.loop)
-		goto out;
 	d.signal_io.fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 	d.signal_io.cb = signal_event;
 	dv_loop_add(d.loop, &d.signal_io, EPOLLIN);
@@ -380,6 +403,8 @@ int dv_daemon_run(const struct dv_daemon_options *o)
 		.drain_timeout_ms = o->drain_timeout_ms ? o->drain_timeout_ms : 30000,
 		.deploy_timeout_ms = o->deploy_timeout_ms ? o->deploy_timeout_ms : 15 * 60000,
 		.port_base = 20000,
+		.domains_changed = dv_daemon_certs_domains,
+		.domains_arg = d.certs,
 	};
 	d.engine = dv_engine_new(&ec, &err);
 	if (!d.engine)
@@ -392,7 +417,10 @@ int dv_daemon_run(const struct dv_daemon_options *o)
 	d.api = dv_api_server_new(d.loop, sock_path, handle_api, &d, &err);
 	if (!d.api)
 		goto out;
-	dv_log_info("daemon", "ready: proxy on %s, control socket %s, state in %s", http_url, sock_path, o->state_dir);
+	dv_log_info("daemon", "ready: proxy on %s%s%s, control socket %s, state in %s", http_url,
+	            o->https ? " and https://" : "", o->https ? o->https : "", sock_path, o->state_dir);
+	if (o->https)
+		dv_log_info("daemon", "certificates: %s", acme ? "ACME on" : "ACME off (--no-acme, or HTTP not on port 80: give --acme-directory to use a CA anyway)");
 	dv_loop_run(d.loop, NULL, NULL);
 	status = 0;
 out:
@@ -408,6 +436,7 @@ out:
 	}
 	dv_engine_free(d.engine);
 	dv_proxy_free(d.proxy);
+	dv_daemon_certs_free(d.certs);
 	dv_store_close(d.store);
 	if (d.signal_io.fd != -1)
 		close(d.signal_io.fd);

@@ -19,6 +19,18 @@ struct dv_daemon_options {
 	size_t nnotify;
 	uint64_t logs_max_age_ms;    /* replica log retention (0: 7 days) */
 	uint64_t logs_max_bytes;     /* (0: 1 GiB) */
+
+	/* HTTPS (docs/ARCHITECTURE.md "Certificates") */
+	const char *https;           /* HTTPS listener "ADDR:PORT", NULL = none */
+	int acme;                    /* 1 on, 0 off, -1 auto: on when the HTTP listener is on port 80
+	                              * (a CA can only validate there) or a directory was given */
+	const char *acme_directory;  /* NULL: Let's Encrypt production */
+	const char *acme_ca_bundle;  /* PEM file trusted for the CA's HTTPS, NULL: system */
+	const char *acme_email;      /* account contact, NULL: none */
+	uint64_t acme_renew_before_s; /* 0: 30 days */
+	uint64_t acme_retry_base_ms; /* 0: 60 s */
+	const char **certs;          /* user certificates "HOST=CERT,KEY" */
+	size_t ncerts;
 };
 
 /* Runs until SIGTERM/SIGINT or POST /v1/shutdown; returns the exit status.

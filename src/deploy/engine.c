@@ -893,12 +893,42 @@ static void service_free(struct service *s)
 	free(s);
 }
 
+/* Tells the certificate manager which host names the services use. */
+static void report_domains(struct dv_engine *e)
+{
+	struct dv_engine_domain *hosts = NULL;
+	size_t n = 0;
+	for (struct app *a = e->apps; a; a = a->next)
+		for (size_t i = 0; i < a->nservices; i++) {
+			const struct dv_plan_service *p = a->services[i]->plan;
+			for (char **d = p ? p->domains : NULL; d && *d; d++) {
+				const char *slash = strchr(*d, '/');
+				char *h = slash ? dv_xstrndup(*d, (size_t)(slash - *d)) : dv_xstrdup(*d);
+				bool dup = false;
+				for (size_t k = 0; k < n && !dup; k++)
+					dup = strcmp(hosts[k].host, h) == 0;
+				if (dup) {
+					free(h);
+					continue;
+				}
+				hosts = dv_xrealloc(hosts, (n + 1) * sizeof *hosts);
+				hosts[n++] = (struct dv_engine_domain){h, p->tls_cert, p->tls_key};
+			}
+		}
+	e->config.domains_changed(e->config.domains_arg, hosts, n);
+	for (size_t k = 0; k < n; k++)
+		free((char *)hosts[k].host);
+	free(hosts);
+}
+
 static unsigned publish_routes(struct dv_engine *e)
 {
 	struct dv_route_table *t = dv_route_table_new();
 	for (struct app *a = e->apps; a; a = a->next)
 		for (size_t i = 0; i < a->nservices; i++)
 			add_service_routes(t, a->services[i]);
+	if (e->config.domains_changed)
+		report_domains(e);
 	return dv_proxy_set_routes(e->config.proxy, t);
 }
 

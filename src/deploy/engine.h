@@ -32,6 +32,12 @@
 struct dv_engine;
 struct dv_store;
 
+/* A domain the services route, for the certificate manager. */
+struct dv_engine_domain {
+	const char *host;
+	const char *tls_cert, *tls_key; /* user-supplied (x-davit.tls), or NULL: ACME */
+};
+
 struct dv_engine_config {
 	struct dv_loop *loop;        /* the control loop (borrowed) */
 	struct dv_proxy *proxy;      /* routes are published here (borrowed) */
@@ -43,6 +49,11 @@ struct dv_engine_config {
 	uint64_t drain_timeout_ms;   /* old replicas' in-flight requests (30 s) */
 	uint64_t deploy_timeout_ms;  /* hard deadline of a whole deploy (15 min) */
 	uint16_t port_base;          /* replica ports are allocated from here (20000) */
+	/* After each route publication: every host name the services' domains
+	 * name (deduplicated, without paths) with the service's x-davit.tls
+	 * files (or NULL), for certificates. May be NULL. */
+	void (*domains_changed)(void *arg, const struct dv_engine_domain *domains, size_t n);
+	void *domains_arg;
 };
 
 /* Called when an asynchronous operation ends. ok: it succeeded. text: a

@@ -159,6 +159,11 @@ static int service_from_json(struct dv_plan_service *s, const char *name, const 
 		s->domains = strv_push(s->domains, &n,
 		                       strcmp(path, "/") == 0 ? dv_xstrdup(host) : dv_xasprintf("%s%s", host, path));
 	}
+	const struct dv_jv *tls = dv_jv_get(j, "tls");
+	if (tls && dv_jv_str(tls, "cert", NULL) && dv_jv_str(tls, "key", NULL)) {
+		s->tls_cert = dv_xstrdup(dv_jv_str(tls, "cert", NULL));
+		s->tls_key = dv_xstrdup(dv_jv_str(tls, "key", NULL));
+	}
 	n = 0;
 	s->depends_on = dv_xcalloc(1, sizeof *s->depends_on);
 	const struct dv_jv *deps = dv_jv_get(j, "depends_on");
@@ -195,6 +200,8 @@ static void service_dispose(struct dv_plan_service *s)
 	free(s->health_path);
 	free(s->health_cmd);
 	strv_free(s->domains);
+	free(s->tls_cert);
+	free(s->tls_key);
 	strv_free(s->depends_on);
 }
 

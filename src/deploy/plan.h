@@ -27,6 +27,7 @@ struct dv_plan_service {
 	uint64_t health_interval_ms, health_timeout_ms, health_start_period_ms;
 	unsigned health_retries;
 	char **domains;        /* "host" or "host/path", NULL-terminated */
+	char *tls_cert, *tls_key; /* x-davit.tls: the certificate for its domains, or NULL */
 	char **depends_on;     /* service names, NULL-terminated */
 	enum dv_plan_restart restart;
 	unsigned restart_max;

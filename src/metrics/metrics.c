@@ -249,6 +249,23 @@ void dv_metrics_gauge_remove(const char *name, const char *labels)
 	pthread_mutex_unlock(&reg_lock);
 }
 
+void dv_metrics_gauge_clear(const char *name)
+{
+	pthread_mutex_lock(&reg_lock);
+	for (struct gauge **p = &gauges; *p;) {
+		struct gauge *g = *p;
+		if (strcmp(g->name, name) == 0) {
+			*p = g->next;
+			free(g->name);
+			free(g->labels);
+			free(g);
+		} else {
+			p = &g->next;
+		}
+	}
+	pthread_mutex_unlock(&reg_lock);
+}
+
 void dv_metrics_gauge_each(const char *name, void (*fn)(const char *name, const char *labels, double value, void *arg),
                            void *arg)
 {

@@ -144,6 +144,8 @@ double dv_metrics_quantile(const uint64_t hist[DV_METRICS_BUCKETS], double q);
  * braces ('domain="example.com"') or NULL. The pair identifies the gauge. */
 void dv_metrics_gauge_set(const char *name, const char *labels, double value);
 void dv_metrics_gauge_remove(const char *name, const char *labels);
+/* Removes every gauge named `name`. */
+void dv_metrics_gauge_clear(const char *name);
 /* For each gauge named `name` (NULL: every gauge), calls fn. */
 void dv_metrics_gauge_each(const char *name, void (*fn)(const char *name, const char *labels, double value, void *arg),
                            void *arg);

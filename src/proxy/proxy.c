@@ -21,6 +21,7 @@
 #include "core/alloc.h"
 #include "core/log.h"
 #include "core/loop.h"
+#include "core/strbuf.h"
 #include "http/http1.h"
 #include "metrics/metrics.h"
 
@@ -104,6 +105,8 @@ struct session {
 	struct buf in, out;
 	enum session_state state;
 	bool readable, writable, closed, trusted_peer, rdhup;
+	bool tls, tls_done;   /* a TLS connection (ssl set); its handshake finished */
+	struct ssl_st *ssl;
 	bool keep_alive;      /* keep the client connection after this response */
 	bool close_after;     /* S_RESPOND: close when written */
 
@@ -129,6 +132,7 @@ struct session {
 struct listener {
 	struct dv_io io;
 	struct worker *w;
+	bool tls;
 };
 
 struct published_table {
@@ -145,6 +149,8 @@ struct worker {
 	size_t nlisteners;
 	struct published_table *table;
 	unsigned table_gen;
+	struct dv_tls_certset *certs; /* snapshot of the published certificates (TLS only) */
+	unsigned certs_gen;
 	atomic_uint applied_gen;     /* table_gen, published for dv_proxy_routes_applied */
 	struct session *sessions;
 	size_t nsessions;
@@ -447,6 +453,8 @@ static void session_respond_error(struct session *s, int status, const char *mes
 static void worker_sync_table(struct worker *w)
 {
 	struct dv_proxy *p = w->proxy;
+	if (p->config.tls)
+		dv_tls_sync(p->config.tls, &w->certs, &w->certs_gen);
 	unsigned gen = atomic_load_explicit(&p->table_gen, memory_order_acquire);
 	if (gen == w->table_gen && w->table)
 		return;
@@ -740,6 +748,35 @@ static ssize_t write_two(int fd, const char *a, size_t alen, const char *b, size
 	return w;
 }
 
+/* Client I/O: a TLS session goes through OpenSSL (tls.c), a plain one
+ * straight to the socket; one flag test keeps plain HTTP's path as it was. */
+static ssize_t client_read(struct session *s, struct buf *b, size_t max_cap)
+{
+	if (!s->tls)
+		return read_into(s->io.fd, b, max_cap, &s->readable, s->rdhup);
+	size_t room = buf_make_room(b, 4096, max_cap);
+	if (room == 0)
+		return -2;
+	ssize_t n = dv_tls_read(s->ssl, b->data + b->end, room, &s->readable);
+	if (n > 0)
+		b->end += (uint32_t)n;
+	return n;
+}
+
+static ssize_t client_write(struct session *s, const char *a, size_t alen, const char *b, size_t blen)
+{
+	if (!s->tls)
+		return write_two(s->io.fd, a, alen, b, blen, &s->writable);
+	return dv_tls_write2(s->ssl, a, alen, b, blen, &s->writable);
+}
+
+static void client_shutdown(struct session *s)
+{
+	if (s->tls)
+		dv_tls_close_notify(s->ssl);
+	shutdown(s->io.fd, SHUT_WR);
+}
+
 /* ------------------------------------------------------------------ sessions */
 
 static size_t head_buffer_cap(const struct dv_proxy *p)
@@ -813,6 +850,10 @@ static void session_close(struct session *s)
 		request_end(s);
 	dv_timer_cancel(w->loop, &s->timer);
 	dv_loop_del(w->loop, &s->io);
+	if (s->ssl) {
+		dv_tls_conn_free(s->ssl);
+		s->ssl = NULL;
+	}
 	close(s->io.fd);
 	s->io.fd = -1;
 	s->closed = true;
@@ -837,7 +878,7 @@ static void session_close(struct session *s)
  * our response) because of unread input. */
 static void session_linger(struct session *s)
 {
-	shutdown(s->io.fd, SHUT_WR);
+	client_shutdown(s);
 	s->state = S_LINGER;
 	buf_release(s->w, &s->out);
 	session_arm_timer(s);
@@ -1028,7 +1069,7 @@ static void build_upstream_head(struct session *s, const struct dv_http1_request
 	buf_appends(b, ip);
 	buf_appends(b, "\r\n");
 	if (!have_proto)
-		buf_appends(b, "X-Forwarded-Proto: http\r\n");
+		buf_appends(b, s->tls ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
 	if (!have_fhost && r->host)
 		append_field(b, "X-Forwarded-Host", 16, r->host, r->host_len);
 	append_field(b, "X-Request-Id", 12, s->request_id, strlen(s->request_id));
@@ -1059,6 +1100,42 @@ static bool accept_wants_json(const struct dv_http1_head *h)
 }
 
 static void session_connect(struct session *s);
+
+/* Plain-HTTP requests while TLS is on: ACME challenges and redirects to
+ * https (dv_tls_http_answer). Returns true if answered (the request of `n`
+ * head bytes is consumed). */
+static bool session_tls_hooks(struct session *s, const struct dv_http1_request *r, const char *path,
+                              size_t path_len, int n)
+{
+	struct dv_proxy *p = s->w->proxy;
+	const struct sockaddr_in *sin = (const struct sockaddr_in *)&p->config.tls_listen[0].addr;
+	unsigned tls_port = p->config.ntls_listen && p->config.https_redirect ? ntohs(sin->sin_port) : 0;
+	struct dv_strbuf head, body;
+	dv_strbuf_init(&head);
+	dv_strbuf_init(&body);
+	dv_tls_sync(p->config.tls, &s->w->certs, &s->w->certs_gen);
+	int status = dv_tls_http_answer(p->config.tls, s->w->certs, r->host, r->host ? r->host_len : 0, path, path_len,
+	                                tls_port, &head, &body);
+	if (status) {
+		s->in.start += (uint32_t)n;
+		bool keep = s->keep_alive && body_finished(&s->req) && !s->w->stopping;
+		buf_alloc(s->w, &s->out);
+		buf_append(&s->out, head.data, head.len);
+		char tail[320];
+		int tlen = snprintf(tail, sizeof tail, "Content-Length: %zu\r\nCache-Control: no-store\r\nX-Request-Id: %s\r\n"
+		                    "Connection: %s\r\n\r\n", body.len, s->request_id, keep ? "keep-alive" : "close");
+		buf_append(&s->out, tail, (size_t)tlen);
+		if (!s->is_head && body.len)
+			buf_append(&s->out, body.data, body.len);
+		s->status = status;
+		s->keep_alive = keep;
+		s->close_after = !keep;
+		s->state = S_RESPOND;
+	}
+	dv_strbuf_dispose(&head);
+	dv_strbuf_dispose(&body);
+	return status != 0;
+}
 
 /* Parses and starts the request at the head of s->in. Returns true if the
  * state changed (request started, error queued or more input needed is
@@ -1129,6 +1206,8 @@ static bool session_try_request(struct session *s)
 		session_fail(s, 405, "CONNECT is not supported by this reverse proxy");
 		return true;
 	}
+	if (p->config.tls && !s->tls && session_tls_hooks(s, &r, path, path_len, n))
+		return true;
 	struct dv_upstream_pool *pool = NULL;
 	if (w->table)
 		pool = dv_route_table_match(w->table->table, r.host ? r.host : "", r.host ? r.host_len : 0, path,
@@ -1466,7 +1545,7 @@ static bool pump_exchange(struct session *s)
 	/* client body in */
 	if (!s->req.scanned_all && s->readable) {
 		buf_alloc(w, &s->in);
-		ssize_t n = read_into(s->io.fd, &s->in, s->in.cap, &s->readable, s->rdhup);
+		ssize_t n = client_read(s, &s->in, s->in.cap);
 		if (n > 0) {
 			s->last_client_ms = now;
 			progress = true;
@@ -1541,8 +1620,7 @@ static bool pump_exchange(struct session *s)
 		size_t alen = buf_len(&s->out);
 		size_t blen = s->resp_head_done ? s->resp.ready : 0;
 		if (alen + blen > 0) {
-			ssize_t n = write_two(s->io.fd, s->out.data + s->out.start, alen, u->in.data + u->in.start,
-			                      blen, &s->writable);
+			ssize_t n = client_write(s, s->out.data + s->out.start, alen, u->in.data + u->in.start, blen);
 			if (n < 0) {
 				session_close(s);
 				return false;
@@ -1565,7 +1643,7 @@ static bool pump_exchange(struct session *s)
 		}
 	}
 	if (s->tunnel && body_finished(&s->resp) && s->resp.eof && !s->client_shut && buf_len(&s->out) == 0) {
-		shutdown(s->io.fd, SHUT_WR);
+		client_shutdown(s);
 		s->client_shut = true;
 	}
 
@@ -1593,7 +1671,7 @@ static bool pump_idle(struct session *s)
 	if (!s->readable)
 		return false;
 	buf_alloc(w, &s->in);
-	ssize_t n = read_into(s->io.fd, &s->in, head_buffer_cap(w->proxy), &s->readable, s->rdhup);
+	ssize_t n = client_read(s, &s->in, head_buffer_cap(w->proxy));
 	if (n > 0) {
 		uint64_t now = dv_loop_now(w->loop);
 		if (!s->head_start_ms)
@@ -1616,7 +1694,7 @@ static bool pump_respond(struct session *s)
 	if (buf_len(&s->out) > 0) {
 		if (!s->writable)
 			return false;
-		ssize_t n = write_two(s->io.fd, s->out.data + s->out.start, buf_len(&s->out), NULL, 0, &s->writable);
+		ssize_t n = client_write(s, s->out.data + s->out.start, buf_len(&s->out), NULL, 0);
 		if (n < 0) {
 			session_close(s);
 			return false;
@@ -1661,6 +1739,27 @@ static bool pump_linger(struct session *s)
 	return false;
 }
 
+/* A TLS session's handshake, before its first request (within the header
+ * timeout, which runs from accept). */
+static bool pump_tls_handshake(struct session *s)
+{
+	if (!s->readable && !s->writable)
+		return false;
+	/* Certificates published since the last loop iteration count already
+	 * (publishing does not wake the workers). One atomic load. */
+	dv_tls_sync(s->w->proxy->config.tls, &s->w->certs, &s->w->certs_gen);
+	int r = dv_tls_handshake(s->ssl, s->w->certs, &s->readable, &s->writable);
+	if (r < 0) {
+		session_close(s);
+		return false;
+	}
+	if (r == 0)
+		return false;
+	s->tls_done = true;
+	s->readable = true; /* the first request may already be decrypted in OpenSSL's buffer */
+	return true;
+}
+
 /* Moves bytes and state as far as possible. A session that keeps making
  * progress (a fast stream in both directions) is cut after PUMP_BUDGET rounds
  * so that the worker's other connections get their turn; it goes on the run
@@ -1672,6 +1771,12 @@ static void session_pump(struct session *s)
 	bool progress = false;
 	for (int round = 0; !s->closed && round < PUMP_BUDGET; round++) {
 		progress = false;
+		if (s->tls && !s->tls_done) {
+			progress = pump_tls_handshake(s);
+			if (!progress)
+				break;
+			continue;
+		}
 		switch (s->state) {
 		case S_IDLE: progress = pump_idle(s); break;
 		case S_CONNECTING: progress = pump_connecting(s); break;
@@ -1794,8 +1899,21 @@ static void listener_event(struct dv_loop *loop, struct dv_io *io, uint32_t even
 		s->head_start_ms = s->last_client_ms; /* a new connection owes us a head */
 		s->writable = true;
 		s->readable = true; /* data often arrives with the connection: try at once */
+		if (l->tls) {
+			s->tls = true;
+			dv_tls_sync(w->proxy->config.tls, &w->certs, &w->certs_gen);
+			s->ssl = dv_tls_conn_new(w->proxy->config.tls, w->certs, fd);
+			if (!s->ssl) {
+				dv_log_warn("proxy", "TLS: cannot create a connection (out of memory?)");
+				close(fd);
+				free(s);
+				continue;
+			}
+		}
 		if (dv_loop_add(loop, &s->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP) == -1) {
 			dv_log_warn("proxy", "epoll_ctl: %s", strerror(errno));
+			if (s->ssl)
+				dv_tls_conn_free(s->ssl);
 			close(fd);
 			free(s);
 			continue;
@@ -1964,8 +2082,15 @@ struct dv_proxy *dv_proxy_new(const struct dv_proxy_config *config, char **err)
 	if (config->ntrusted)
 		memcpy(p->config.trusted, config->trusted, config->ntrusted * sizeof *config->trusted);
 	p->config.access_log_path = NULL;
+	p->config.tls_listen = dv_xcalloc(config->ntls_listen ? config->ntls_listen : 1, sizeof *config->tls_listen);
+	if (config->ntls_listen)
+		memcpy(p->config.tls_listen, config->tls_listen, config->ntls_listen * sizeof *config->tls_listen);
 	pthread_mutex_init(&p->table_lock, NULL);
 	p->access_log_fd = -1;
+	if (config->ntls_listen && !config->tls) {
+		*err = dv_xstrdup("TLS listeners need certificates (internal: no TLS state given)");
+		goto fail;
+	}
 	dv_http1_limits_default(&p->limits);
 	p->limits.max_start_line = config->max_request_line;
 	p->limits.max_head_bytes = config->max_header_bytes;
@@ -2003,12 +2128,14 @@ struct dv_proxy *dv_proxy_new(const struct dv_proxy_config *config, char **err)
 		w->log_buf = dv_xmalloc(ACCESS_LOG_FLUSH_AT * 2 + 16384);
 		if (config->metrics)
 			w->metrics = dv_metrics_shard_new();
-		w->listeners = dv_xcalloc(config->nlisten ? config->nlisten : 1, sizeof *w->listeners);
-		for (size_t k = 0; k < config->nlisten; k++) {
+		size_t nl = config->nlisten + config->ntls_listen;
+		w->listeners = dv_xcalloc(nl ? nl : 1, sizeof *w->listeners);
+		for (size_t k = 0; k < nl; k++) {
 			struct listener *l = &w->listeners[k];
 			l->w = w;
 			l->io.cb = listener_event;
-			l->io.fd = open_listener(&config->listen[k], err);
+			l->tls = k >= config->nlisten;
+			l->io.fd = open_listener(l->tls ? &config->tls_listen[k - config->nlisten] : &config->listen[k], err);
 			if (l->io.fd == -1)
 				goto fail;
 			w->nlisteners++;
@@ -2140,6 +2267,7 @@ void dv_proxy_free(struct dv_proxy *p)
 		free(w->idle);
 		free(w->log_buf);
 		dv_metrics_shard_free(w->metrics);
+		dv_tls_certset_unref(w->certs);
 		if (w->table && atomic_fetch_sub(&w->table->refs, 1) == 1) {
 			dv_route_table_free(w->table->table);
 			free(w->table);
@@ -2157,6 +2285,7 @@ void dv_proxy_free(struct dv_proxy *p)
 		close(p->access_log_fd);
 	pthread_mutex_destroy(&p->table_lock);
 	free(p->config.listen);
+	free(p->config.tls_listen);
 	free(p->config.trusted);
 	free(p);
 }

@@ -12,6 +12,7 @@
 
 #include "core/util.h"
 #include "proxy/router.h"
+#include "proxy/tls.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -44,6 +45,15 @@ struct dv_proxy_config {
 
 	const char *access_log_path;     /* NULL = off, "-" = stdout */
 	bool metrics;                    /* per-worker request counters (metrics/metrics.h); default on */
+
+	/* TLS (docs/proxy.md "TLS"): HTTPS listeners terminate TLS with the
+	 * certificates published to `tls`. With `tls` set, plain-HTTP listeners
+	 * also answer ACME HTTP-01 challenges from it and, if https_redirect,
+	 * send 301 to https:// for hosts that have a certificate. */
+	struct dv_sockaddr *tls_listen;  /* borrowed array (copied by dv_proxy_new) */
+	size_t ntls_listen;
+	struct dv_tls *tls;              /* borrowed; must outlive the proxy; NULL = no TLS */
+	bool https_redirect;
 };
 
 /* Fills the defaults documented in docs/proxy.md (no listeners). */

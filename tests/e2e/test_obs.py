@@ -739,3 +739,27 @@ def test_firing_alerts_survive_a_restart_without_a_second_notification(tmp_path,
                                for b in hook.got("/flag")), 10, what="backup_failed resolved")
     finally:
         hook.close()
+
+
+def test_served_certificate_feeds_expiry_metric_and_alert(tmp_path, obs_daemon):
+    """A certificate the daemon serves (--cert, through the certificate
+    manager) shows up as davit_certificate_expiry_timestamp_seconds; one that
+    expires in 2 days fires certificate_expiring."""
+    import tlsutil
+    ca = tlsutil.TestCA(tmp_path / "ca")
+    cert, key = ca.leaf("shop.test", days=2)
+    mport = free_port()
+    d = obs_daemon(args=["--metrics-listen", f"127.0.0.1:{mport}", "--https", f"127.0.0.1:{free_port()}",
+                         "--no-acme", "--cert", f"shop.test={cert},{key}"],
+                   env={"DAVIT_METRICS_INTERVAL": "1s", "DAVIT_ALERT_FOR": "1s"})
+    status, text = scrape(mport)
+    assert status == 200
+    exp = sample(text, "davit_certificate_expiry_timestamp_seconds", domain="shop.test")
+    assert exp is not None, text
+    assert 1 * 86400 < exp - time.time() < 3 * 86400
+
+    def firing():
+        return [a for a in json.loads(d.cli("alerts", "--json").stdout)["alerts"]
+                if a["rule"] == "certificate_expiring" and a["state"] == "firing"]
+    a = wait_until(firing, 10, what="certificate_expiring for the served certificate")[0]
+    assert a["subject"] == "shop.test" and 1 < a["value"] < 3
