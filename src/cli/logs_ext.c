@@ -286,36 +286,14 @@ static int daemon_log(struct filter *f, const char *state_dir, bool follow, unsi
 
 int dv_cli_logs_ext(int argc, char **argv)
 {
-	static const char *const names[] = {"--level", "--grep", "--since", "--until", "--component", "--output", NULL};
-	const char *vals[6] = {NULL};
-	bool daemon = false;
-	char **rest = dv_xcalloc((size_t)argc + 1, sizeof *rest);
-	int n = 0;
-	rest[n++] = argv[0];
-	for (int i = 1; i < argc; i++) {
-		bool taken = false;
-		if (strcmp(argv[i], "--daemon") == 0) {
-			daemon = taken = true;
-		}
-		for (int k = 0; !taken && names[k]; k++) {
-			if (strcmp(argv[i], names[k]) == 0) {
-				if (i + 1 >= argc) {
-					fprintf(stderr, "davit logs: %s needs a value (see --help)\n", names[k]);
-					free(rest);
-					return 2;
-				}
-				vals[k] = argv[++i];
-				taken = true;
-			}
-		}
-		if (!taken)
-			rest[n++] = argv[i];
-	}
+	static const char *const names[] = {"--level", "--grep", "--since", "--until", "--component", "--output",
+	                                    "--daemon!", NULL};
+	const char *vals[7] = {NULL};
 	struct dv_cli_common c;
-	int rc = dv_cli_parse_common(n, rest, &c, "see davit logs --help\n", 1, true);
-	free(rest);
+	int rc = dv_cli_parse_extra(argc, argv, names, vals, &c, "see davit logs --help\n", 1, true, "logs");
 	if (rc)
-		return rc == 1 ? 0 : rc;
+		return rc < 0 ? 0 : rc;
+	bool daemon = vals[6] != NULL;
 	struct filter f;
 	memset(&f, 0, sizeof f);
 	f.min_level = -1;

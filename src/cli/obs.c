@@ -21,8 +21,8 @@
 /* Takes the options named in `names` (each with a value, or a flag when its
  * name ends in '!') out of argv into vals[], then parses the common ones.
  * Returns as dv_cli_parse_common, with -1 for help printed. */
-static int parse(int argc, char **argv, const char *const *names, const char **vals, struct dv_cli_common *c,
-                 const char *usage, int npos, const char *cmd)
+int dv_cli_parse_extra(int argc, char **argv, const char *const *names, const char **vals, struct dv_cli_common *c,
+                       const char *usage, int npos, bool dash_f_is_follow, const char *cmd)
 {
 	char **rest = dv_xcalloc((size_t)argc + 1, sizeof *rest);
 	int n = 0;
@@ -50,9 +50,15 @@ static int parse(int argc, char **argv, const char *const *names, const char **v
 		if (!taken)
 			rest[n++] = argv[i];
 	}
-	int rc = dv_cli_parse_common(n, rest, c, usage, npos, false);
+	int rc = dv_cli_parse_common(n, rest, c, usage, npos, dash_f_is_follow);
 	free(rest);
 	return rc == 1 ? -1 : rc;
+}
+
+static int parse(int argc, char **argv, const char *const *names, const char **vals, struct dv_cli_common *c,
+                 const char *usage, int npos, const char *cmd)
+{
+	return dv_cli_parse_extra(argc, argv, names, vals, c, usage, npos, false, cmd);
 }
 
 static volatile sig_atomic_t stop_requested;

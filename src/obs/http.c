@@ -233,3 +233,15 @@ void dv_obs_http_free(struct dv_obs_http *s)
 	close(s->listen.fd);
 	free(s);
 }
+
+bool dv_obs_http_bearer_ok(const char *want, const char *auth)
+{
+	if (!auth || strncmp(auth, "Bearer ", 7) != 0)
+		return false;
+	const char *got = auth + 7;
+	size_t wl = strlen(want), gl = strlen(got);
+	unsigned char diff = (unsigned char)(wl != gl);
+	for (size_t i = 0; i < wl; i++)
+		diff |= (unsigned char)(want[i] ^ (i < gl ? got[i] : 0));
+	return diff == 0;
+}

@@ -7,6 +7,8 @@
 #include "core/strbuf.h"
 #include "core/util.h"
 
+#include <stdbool.h>
+
 /* Answers one request: fills status, content type and body. auth: the
  * Authorization header value or NULL. */
 typedef void (*dv_obs_http_handler)(void *arg, const char *method, const char *path, const char *auth, int *status,
@@ -17,5 +19,8 @@ struct dv_obs_http;
 struct dv_obs_http *dv_obs_http_new(struct dv_loop *loop, const struct dv_sockaddr *addr, dv_obs_http_handler h,
                                     void *arg, char **err);
 void dv_obs_http_free(struct dv_obs_http *s);
+
+/* True if auth is "Bearer <want>" (compared in constant time). */
+bool dv_obs_http_bearer_ok(const char *want, const char *auth);
 
 #endif

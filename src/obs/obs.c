@@ -782,19 +782,6 @@ static void prom_apps(struct dv_obs *o, struct dv_strbuf *out)
 	dv_metrics_prom_sample(out, "davit_notifications_total", "result=\"dropped\"", (double)ns.dropped);
 }
 
-/* Constant-time comparison: the token must not leak through timing. */
-static bool token_ok(const char *want, const char *auth)
-{
-	if (!auth || strncmp(auth, "Bearer ", 7) != 0)
-		return false;
-	const char *got = auth + 7;
-	size_t wl = strlen(want), gl = strlen(got);
-	unsigned char diff = (unsigned char)(wl != gl);
-	for (size_t i = 0; i < wl; i++)
-		diff |= (unsigned char)(want[i] ^ (i < gl ? got[i] : 0));
-	return diff == 0;
-}
-
 static void metrics_http(void *arg, const char *method, const char *path, const char *auth, int *status,
                          const char **ctype, struct dv_strbuf *body)
 {
@@ -809,7 +796,7 @@ static void metrics_http(void *arg, const char *method, const char *path, const 
 		dv_strbuf_puts(body, "GET /metrics\n");
 		return;
 	}
-	if (o->token && !token_ok(o->token, auth)) {
+	if (o->token && !dv_obs_http_bearer_ok(o->token, auth)) {
 		*status = 401;
 		dv_strbuf_puts(body, "this /metrics needs 'Authorization: Bearer TOKEN' (davit daemon --metrics-token)\n");
 		return;

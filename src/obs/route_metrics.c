@@ -20,18 +20,6 @@ struct dv_obs_route_metrics {
 	atomic_bool stop;
 };
 
-static bool bearer_ok(const char *want, const char *auth)
-{
-	if (!auth || strncmp(auth, "Bearer ", 7) != 0)
-		return false;
-	const char *got = auth + 7;
-	size_t wl = strlen(want), gl = strlen(got);
-	unsigned char diff = (unsigned char)(wl != gl);
-	for (size_t i = 0; i < wl; i++)
-		diff |= (unsigned char)(want[i] ^ (i < gl ? got[i] : 0));
-	return diff == 0;
-}
-
 static void handle(void *arg, const char *method, const char *path, const char *auth, int *status,
                    const char **ctype, struct dv_strbuf *body)
 {
@@ -41,7 +29,7 @@ static void handle(void *arg, const char *method, const char *path, const char *
 		dv_strbuf_puts(body, "davit serves /metrics here\n");
 		return;
 	}
-	if (m->token && !bearer_ok(m->token, auth)) {
+	if (m->token && !dv_obs_http_bearer_ok(m->token, auth)) {
 		*status = 401;
 		dv_strbuf_puts(body, "this /metrics needs 'Authorization: Bearer TOKEN'\n");
 		return;

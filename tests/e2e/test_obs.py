@@ -30,6 +30,7 @@ import urllib.request
 import pytest
 
 import davitctl
+from promutil import sample, scrape
 from davitctl import Daemon, clean_env, free_port
 from davitctl import wait_until as _wait_until
 
@@ -129,30 +130,6 @@ services:
 def get(port, path="/", host="web.obsapp.localhost", timeout=5):
     s, _ = davitctl.http_get(port, host, path, timeout=timeout)
     return s
-
-
-def scrape(port, token=None):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def sample(text, name, **labels):
-    """The value of one sample in Prometheus text, or None."""
-    for line in text.splitlines():
-        if line.startswith("#") or not line.startswith(name):
-            continue
-        head, _, value = line.rpartition(" ")
-        if not (head == name or head.startswith(name + "{")):
-            continue
-        if all(f'{k}="{v}"' in head for k, v in labels.items()):
-            return float(value)
-    return None
 
 
 # ----------------------------------------------------------------- Prometheus

@@ -4,24 +4,12 @@ standalone proxy, merged and served in the Prometheus text format, per route.
 
 import subprocess
 import threading
-import urllib.error
-import urllib.request
 
 from conftest import DAVIT_BIN
+from promutil import scrape
 
 from rawhttp import get, request
 from upstreams import closed_port, free_port, route, wait_until
-
-
-def scrape(port, token=None):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 def value(text, line_prefix):
