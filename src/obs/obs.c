@@ -1104,7 +1104,7 @@ static void api_metrics(struct dv_obs *o, struct dv_api_request *req, bool json,
 	free(res);
 }
 
-static void api_event(struct dv_obs *o, struct dv_api_request *req, const char *app)
+static void api_event(struct dv_obs *o, struct dv_api_request *req, bool json, const char *app)
 {
 	char *kind = dv_api_query(req, "kind"), *message = dv_api_query(req, "message");
 	size_t len = 0;
@@ -1119,9 +1119,10 @@ static void api_event(struct dv_obs *o, struct dv_api_request *req, const char *
 		dv_api_respond_error(req, 400, err ? err : "bad event");
 	} else {
 		poll_events(o); /* count it now, not at the next poll */
-		char out[64];
-		int n = snprintf(out, sizeof out, "{\"id\":%lld}\n", (long long)id);
-		dv_api_respond(req, 200, "application/json", out, (size_t)n);
+		char out[300];
+		int n = json ? snprintf(out, sizeof out, "{\"id\":%lld}\n", (long long)id)
+		             : snprintf(out, sizeof out, "recorded event %lld (%s)\n", (long long)id, kind);
+		dv_api_respond(req, 200, json ? "application/json" : "text/plain; charset=utf-8", out, (size_t)n);
 	}
 	free(err);
 	free(data);
@@ -1149,7 +1150,7 @@ bool dv_obs_handle_api(struct dv_obs *o, struct dv_api_request *req)
 		respond_buf(req, json, &b);
 		dv_strbuf_dispose(&b);
 	} else if (strcmp(method, "POST") == 0 && strcmp(path, "/v1/events") == 0) {
-		api_event(o, req, app);
+		api_event(o, req, json, app);
 	} else {
 		dv_api_respond_error(req, 405, "method not allowed");
 	}

@@ -801,8 +801,9 @@ static void request_end(struct session *s)
 	if (s->w->metrics) {
 		unsigned slot = s->pool ? s->pool->metrics_slot : 0;
 		bool own_error = !s->resp_head_done && s->status >= 502 && s->status <= 504;
-		dv_metrics_request(s->w->metrics, slot, s->status, dv_now_ns() - s->start_ns, s->bytes_in, s->bytes_out,
-		                   own_error);
+		/* no status yet: the client went away first (499, as the access log says) */
+		dv_metrics_request(s->w->metrics, slot, s->status ? s->status : 499, dv_now_ns() - s->start_ns, s->bytes_in,
+		                   s->bytes_out, own_error);
 		if (s->pool)
 			dv_metrics_active(s->w->metrics, slot, -1);
 	}
