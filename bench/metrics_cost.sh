@@ -12,7 +12,7 @@ bin=${DAVIT_BIN:-$here/../davit}
 lib=$here/../build/release/libdavit.a
 [[ -f $lib ]] || { echo "bench: $lib missing: run make" >&2; exit 1; }
 cc -std=c17 -D_GNU_SOURCE -O2 -I"$here/../src" "$here/metrics_hotpath.c" "$lib" \
-  $(pkg-config --libs yaml-0.1 sqlite3 libcrypto libcurl) -lpthread -lm -o /tmp/davit-metrics-hotpath
+  $(pkg-config --libs yaml-0.1 sqlite3 libcrypto libssl libcurl) -lpthread -lm -o /tmp/davit-metrics-hotpath
 taskset -c "${PB_SERVER_CPU:-0}" /tmp/davit-metrics-hotpath
 # 2. the whole proxy, metrics on and off, next to nginx
 common="proxy --listen 127.0.0.1:{PORT} --route *={UPSTREAM_HOST}:{UPSTREAM_PORT} --workers 1 --access-log off"

@@ -36,6 +36,8 @@ int main(int argc, char **argv)
 	                     dv_metrics_slot("b/api")};
 	pthread_t r;
 	pthread_create(&r, NULL, reader, NULL);
+	struct timespec c0, c1;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0); /* CPU time: other processes' load does not count */
 	uint64_t sink = 0, t0 = dv_now_ns();
 	for (long i = 0; i < n; i++) {
 		unsigned slot = slots[i & 3];
@@ -45,12 +47,13 @@ int main(int argc, char **argv)
 		dv_metrics_active(sh, slot, -1);
 		sink += d;
 	}
-	uint64_t t1 = dv_now_ns();
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
 	atomic_store(&stop, true);
 	pthread_join(r, NULL);
-	printf("metrics hot path: %.1f ns per request (%ld requests, one clock read included; a reader merging "
+	printf("metrics hot path: %.1f ns of CPU per request (%ld requests, one clock read included; a reader merging "
 	       "every 10 ms) [%llu]\n",
-	       (double)(t1 - t0) / (double)n, n, (unsigned long long)(sink & 1));
+	       ((double)(c1.tv_sec - c0.tv_sec) * 1e9 + (double)(c1.tv_nsec - c0.tv_nsec)) / (double)n, n,
+	       (unsigned long long)(sink & 1));
 	dv_metrics_shard_free(sh);
 	return 0;
 }
