@@ -6,12 +6,14 @@ pkgs=(
   build-essential pkg-config            # compiler, make, pkg-config
   libyaml-dev                           # compose loader
   libsqlite3-dev                        # state store
-  libssl-dev                            # SHA-256 of releases (libcrypto), TLS termination (libssl)
+  libssl-dev                            # SHA-256 of releases (libcrypto), TLS termination (libssl), basic-auth hashes
   libcurl4-openssl-dev                  # ACME client (HTTPS to the CA)
   pebble                                # ACME test server for the certificate tests (tests/e2e/test_acme.py)
+  zlib1g-dev libbrotli-dev              # proxy: gzip and brotli response compression
   libcmocka-dev                         # unit tests
   clang libclang-rt-14-dev              # libFuzzer + sanitizer runtimes (make fuzz)
   python3 python3-pytest python3-websocket  # end-to-end tests (run with pytest-3)
+  python3-brotli                        # e2e: decoding brotli responses
   curl procps iproute2 util-linux       # tests and benchmarks: curl, ps, ss, taskset
   wrk nginx-light haproxy               # benchmarks (bench/): load generator and anchors
   libcurl4-openssl-dev                  # notifications: webhooks and SMTP e-mail (libcurl)

@@ -55,6 +55,11 @@ static const char usage_text[] =
 	"  --ticket-key-rotate DUR      TLS session ticket key lifetime (default 1h; 3 kept)\n"
 	"  --no-https-redirect          do not send 301 to https:// for hosts with a certificate\n"
 	"  --log-level debug|info|warn|error   diagnostics on stderr (default info)\n"
+	"  --edge 'KEY=VALUE ...'       edge options every route starts from (headers, ratelimit,\n"
+	"                               compress, maxbody, auth, allow, deny, ban...: docs/proxy.md);\n"
+	"                               a route may add its own after its replicas:\n"
+	"                               'app.test=127.0.0.1:3000 ratelimit=100/1m', and\n"
+	"                               'site.test=static:/srv/www spa=on' serves a directory\n"
 	"  --no-metrics                 do not count requests (per-worker counters; on by default)\n"
 	"  --metrics-listen ADDR:PORT   serve the per-route counters on /metrics (Prometheus text)\n"
 	"  --metrics-token TOKEN        require 'Authorization: Bearer TOKEN' there\n"
@@ -70,7 +75,7 @@ enum {
 	OPT_HEADER_TIMEOUT, OPT_KEEPALIVE_TIMEOUT, OPT_DRAIN_TIMEOUT, OPT_SHUTDOWN_TIMEOUT,
 	OPT_MAX_REQUEST_LINE, OPT_MAX_HEADER_BYTES, OPT_MAX_HEADERS, OPT_TRUSTED_PROXY, OPT_EJECT_AFTER,
 	OPT_EJECT_FOR, OPT_ACCESS_LOG, OPT_LOG_LEVEL, OPT_TLS_LISTEN, OPT_CERT, OPT_CERTS, OPT_TICKET_ROTATE,
-	OPT_NO_REDIRECT, OPT_NO_METRICS, OPT_METRICS_LISTEN, OPT_METRICS_TOKEN,
+	OPT_NO_REDIRECT, OPT_EDGE, OPT_NO_METRICS, OPT_METRICS_LISTEN, OPT_METRICS_TOKEN,
 };
 
 static const struct option long_options[] = {
@@ -101,6 +106,7 @@ static const struct option long_options[] = {
 	{"certs", required_argument, NULL, OPT_CERTS},
 	{"ticket-key-rotate", required_argument, NULL, OPT_TICKET_ROTATE},
 	{"no-https-redirect", no_argument, NULL, OPT_NO_REDIRECT},
+	{"edge", required_argument, NULL, OPT_EDGE},
 	{"no-metrics", no_argument, NULL, OPT_NO_METRICS},
 	{"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
 	{"metrics-token", required_argument, NULL, OPT_METRICS_TOKEN},
@@ -122,6 +128,7 @@ struct proxy_args {
 	size_t ncerts;
 	const char *certs_dir;
 	uint64_t ticket_rotate_ms;
+	const char *edge;      /* --edge: options every route starts from, or NULL */
 };
 
 static int bad_value(const char *opt, const char *value, const char *expected)
@@ -264,6 +271,9 @@ static int parse_args(int argc, char **argv, struct proxy_args *a)
 			else
 				return bad_value(name, optarg, "debug, info, warn or error");
 			break;
+		case OPT_EDGE:
+			a->edge = optarg;
+			break;
 		default:
 			fprintf(stderr, "davit proxy: see 'davit proxy --help'\n");
 			return 2;
@@ -298,6 +308,7 @@ static int parse_args(int argc, char **argv, struct proxy_args *a)
 static struct dv_route_table *load_routes(const struct proxy_args *a, char **err)
 {
 	struct dv_route_table *t = dv_route_table_new();
+	dv_route_table_set_edge_defaults(t, a->edge);
 	for (size_t i = 0; i < a->nroutes; i++) {
 		char *rerr = NULL;
 		if (dv_route_table_add_spec(t, a->routes[i], a->balance, &rerr) != 0) {

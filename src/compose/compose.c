@@ -15,8 +15,10 @@
 #include "compose/compose.h"
 #include "core/alloc.h"
 #include "core/strbuf.h"
+#include "proxy/edge.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -2933,6 +2935,8 @@ static bool has_suffix(const char *s, const char *suffix)
 	return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
+static int traefik_middlewares(struct ctx *ctx, const struct tkvs *labels, struct dv_compose_service *svc);
+
 /* Domains and the port from traefik.* labels (labels sorted by key). */
 static int traefik_labels(struct ctx *ctx, const struct tkvs *labels, struct dv_compose_service *svc,
                           unsigned *port)
@@ -2963,6 +2967,8 @@ static int traefik_labels(struct ctx *ctx, const struct tkvs *labels, struct dv_
 				*port = (unsigned)v;
 		}
 	}
+	if (rc == 0)
+		rc = traefik_middlewares(ctx, labels, svc);
 out:
 	free(refs);
 	return rc;
@@ -3384,6 +3390,314 @@ out:
 	return rc;
 }
 
+/* ---- x-davit edge keys ---------------------------------------------------- */
+/* Edge policies (proxy/edge.h): every key becomes KEY=VALUE options, each
+ * checked by the proxy's own parser so that errors point at the YAML node. */
+
+static int edge_put(struct ctx *ctx, const struct ynode *at, const struct srcpos *pos, char **opts,
+                    const char *key, const char *value)
+{
+	char *err = NULL;
+	if (dv_edge_option_check(key, value, &err) != 0) {
+		int rc = at ? fail(ctx, at, "x-davit edge setting: %s", err) : fail_pos(ctx, pos, "%s", err);
+		free(err);
+		return rc;
+	}
+	dv_edge_options_add(opts, key, value);
+	return 0;
+}
+
+static int edge_scalar(struct ctx *ctx, const struct ynode *v, const char *what, const char *key, char **opts)
+{
+	char *s = NULL;
+	int rc = get_string(ctx, v, what, &s);
+	if (rc == 0) {
+		char *err = NULL;
+		if (dv_edge_option_check(key, s, &err) != 0) {
+			rc = fail(ctx, v, "x-davit %s: %s", what, err);
+			free(err);
+		} else {
+			dv_edge_options_add(opts, key, s);
+		}
+	}
+	free(s);
+	return rc;
+}
+
+static int edge_list(struct ctx *ctx, const struct ynode *v, const char *what, const char *key, char **opts)
+{
+	struct dv_compose_strv items = {0};
+	int rc = get_strv(ctx, v, what, &items);
+	for (size_t i = 0; i < items.len && rc == 0; i++)
+		rc = edge_put(ctx, v->kind == Y_SEQ ? v->items[i] : v, NULL, opts, key, items.items[i]);
+	strv_free(&items);
+	return rc;
+}
+
+/* Returns 1 if k is not an edge key, else 0 or -1 (error reported). */
+static int davit_edge_key(struct ctx *ctx, const struct ynode *k, const struct ynode *v, char **opts)
+{
+	static const char *const simple[][2] = {
+		{"csp", "csp"}, {"hsts", "hsts"}, {"compress", "compress"}, {"max_body", "maxbody"},
+		{"spa", "spa"}, {"index", "index"}, {"realm", "realm"},
+	};
+	for (size_t i = 0; i < sizeof simple / sizeof simple[0]; i++)
+		if (key_is(k, simple[i][0]))
+			return edge_scalar(ctx, v, k->value, simple[i][1], opts) ? -1 : 0;
+	if (key_is(k, "basic_auth"))
+		return edge_list(ctx, v, "x-davit.basic_auth", "auth", opts) ? -1 : 0;
+	if (key_is(k, "allow") || key_is(k, "deny"))
+		return edge_list(ctx, v, k->value, k->value, opts) ? -1 : 0;
+	if (key_is(k, "headers")) {
+		if (v->kind != Y_MAP)
+			return edge_scalar(ctx, v, "x-davit.headers", "headers", opts) ? -1 : 0;
+		static const char *const hkeys[][2] = {
+			{"preset", "headers"}, {"csp", "csp"}, {"frame", "frame"}, {"hsts", "hsts"},
+			{"hsts_subdomains", "hsts_subdomains"}, {"hsts_preload", "hsts_preload"}, {"referrer", "referrer"},
+			{"permissions", "permissions"}, {"nosniff", "nosniff"}, {"xss", "xss"},
+		};
+		for (size_t i = 0; i < v->n_pairs; i++) {
+			const struct ynode *hk = v->pairs[i].key, *hv = v->pairs[i].value;
+			int rc = 1;
+			for (size_t j = 0; j < sizeof hkeys / sizeof hkeys[0] && rc == 1; j++)
+				if (key_is(hk, hkeys[j][0]))
+					rc = edge_scalar(ctx, hv, hkeys[j][0], hkeys[j][1], opts);
+			if (rc == 1 && key_is(hk, "set")) {
+				rc = want_map(ctx, hv, "x-davit.headers.set");
+				for (size_t m = 0; rc == 0 && m < hv->n_pairs; m++) {
+					char *val = NULL;
+					rc = is_null(hv->pairs[m].value) ? 0 : get_string(ctx, hv->pairs[m].value, "a header value", &val);
+					if (rc == 0) {
+						char *spec = dv_xasprintf("%s:%s", hv->pairs[m].key->value, val ? val : "");
+						rc = edge_put(ctx, hv->pairs[m].key, NULL, opts, "header", spec);
+						free(spec);
+					}
+					free(val);
+				}
+			} else if (rc == 1) {
+				warn_key(ctx, hk, "x-davit.headers", NULL);
+				rc = 0;
+			}
+			if (rc)
+				return -1;
+		}
+		return 0;
+	}
+	if (key_is(k, "rate_limit")) {
+		if (v->kind != Y_MAP)
+			return edge_scalar(ctx, v, "x-davit.rate_limit", "ratelimit", opts) ? -1 : 0;
+		for (size_t i = 0; i < v->n_pairs; i++) {
+			const struct ynode *rk = v->pairs[i].key, *rv = v->pairs[i].value;
+			int rc = 0;
+			if (key_is(rk, "rate"))
+				rc = edge_scalar(ctx, rv, "x-davit.rate_limit.rate", "ratelimit", opts);
+			else if (key_is(rk, "burst"))
+				rc = edge_scalar(ctx, rv, "x-davit.rate_limit.burst", "burst", opts);
+			else
+				warn_key(ctx, rk, "x-davit.rate_limit", NULL);
+			if (rc)
+				return -1;
+		}
+		return 0;
+	}
+	if (key_is(k, "ban")) {
+		if (v->kind != Y_MAP)
+			return edge_scalar(ctx, v, "x-davit.ban", "ban", opts) ? -1 : 0;
+		char *after = NULL, *within = NULL, *dur = NULL;
+		int rc = 0;
+		for (size_t i = 0; i < v->n_pairs && rc == 0; i++) {
+			const struct ynode *bk = v->pairs[i].key, *bv = v->pairs[i].value;
+			if (key_is(bk, "after"))
+				rc = set_string(ctx, bv, "x-davit.ban.after", &after);
+			else if (key_is(bk, "within"))
+				rc = set_string(ctx, bv, "x-davit.ban.within", &within);
+			else if (key_is(bk, "for"))
+				rc = set_string(ctx, bv, "x-davit.ban.for", &dur);
+			else
+				warn_key(ctx, bk, "x-davit.ban", NULL);
+		}
+		if (rc == 0) {
+			char *spec = dv_xasprintf("%s/%s/%s", after ? after : "5", within ? within : "1m", dur ? dur : "10m");
+			rc = edge_put(ctx, v, NULL, opts, "ban", spec);
+			free(spec);
+		}
+		free(after);
+		free(within);
+		free(dur);
+		return rc ? -1 : 0;
+	}
+	return 1;
+}
+
+static int davit_per_domain(struct ctx *ctx, const struct ynode *n, struct dv_compose_service *svc)
+{
+	int rc = want_map(ctx, n, "x-davit.per_domain");
+	struct tkvs out = {0};
+	for (size_t i = 0; i < n->n_pairs && rc == 0; i++) {
+		const struct ynode *hk = n->pairs[i].key, *hv = n->pairs[i].value;
+		char *opts = NULL;
+		rc = want_map(ctx, hv, "x-davit.per_domain entry");
+		for (size_t j = 0; rc == 0 && j < hv->n_pairs; j++) {
+			int r = davit_edge_key(ctx, hv->pairs[j].key, hv->pairs[j].value, &opts);
+			if (r == 1)
+				warn_key(ctx, hv->pairs[j].key, "x-davit.per_domain", NULL);
+			rc = r < 0 ? -1 : 0;
+		}
+		if (rc == 0) {
+			struct srcpos pos = node_pos(ctx, hk);
+			char *host = dv_xstrdup(hk->value);
+			for (char *c = host; *c; c++)
+				*c = (char)tolower((unsigned char)*c);
+			tkvs_add(&out, host, opts ? opts : dv_xstrdup(""), &pos);
+		} else {
+			free(opts);
+		}
+	}
+	if (rc == 0) {
+		kv_free(svc->edge_domains, svc->n_edge_domains);
+		tkvs_to_sorted(&out, &svc->edge_domains, &svc->n_edge_domains);
+	}
+	tkvs_free(&out);
+	return rc;
+}
+
+/* Traefik middlewares defined in the service's labels and used by one of its
+ * routers (traefik.http.routers.R.middlewares): the ones davit can do. */
+static int traefik_middlewares(struct ctx *ctx, const struct tkvs *labels, struct dv_compose_service *svc)
+{
+	const char *mw_prefix = "traefik.http.middlewares.";
+	size_t mpl = strlen(mw_prefix);
+	struct dv_compose_strv used = {0};
+	int rc = 0;
+	for (size_t i = 0; i < labels->len; i++) {
+		const struct tkv *l = &labels->items[i];
+		if (!has_prefix(l->key, "traefik.http.routers.") || !has_suffix(l->key, ".middlewares"))
+			continue;
+		char *copy = dv_xstrdup(l->value), *save = NULL;
+		for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+			char *at = strchr(t, '@');
+			if (at)
+				*at = '\0';
+			strv_push(&used, dv_xstrdup(t));
+		}
+		free(copy);
+	}
+	char *opts = NULL; /* x-davit (already in svc->edge) is appended last: it wins */
+	char *period = NULL, *average = NULL;
+	const struct tkv *rate_label = NULL;
+	for (size_t i = 0; i < labels->len && rc == 0; i++) {
+		const struct tkv *l = &labels->items[i];
+		if (strncmp(l->key, mw_prefix, mpl) != 0)
+			continue;
+		const char *name = l->key + mpl, *dot = strchr(name, '.');
+		if (!dot)
+			continue;
+		bool is_used = false;
+		for (size_t u = 0; u < used.len && !is_used; u++)
+			is_used = strlen(used.items[u]) == (size_t)(dot - name) && !strncmp(used.items[u], name, (size_t)(dot - name));
+		if (!is_used) {
+			warn_pos(ctx, &l->pos, "label %s: middleware '%.*s' is not used by any router of this service (ignored)",
+			         l->key, (int)(dot - name), name);
+			continue;
+		}
+		const char *opt = dot + 1;
+		char lower[256];
+		size_t ol = strlen(opt) < sizeof lower - 1 ? strlen(opt) : sizeof lower - 1;
+		for (size_t c = 0; c < ol; c++)
+			lower[c] = (char)tolower((unsigned char)opt[c]);
+		lower[ol] = '\0';
+		const char *v = l->value;
+		bool yes = !strcmp(v, "true") || !strcmp(v, "True");
+		if (has_prefix(lower, "headers.customresponseheaders.")) {
+			char *spec = dv_xasprintf("%s:%s", opt + strlen("headers.customresponseheaders."), v);
+			rc = edge_put(ctx, NULL, &l->pos, &opts, "header", spec);
+			free(spec);
+		} else if (!strcmp(lower, "headers.stsseconds")) {
+			rc = edge_put(ctx, NULL, &l->pos, &opts, "hsts", strcmp(v, "0") ? v : "off");
+		} else if (!strcmp(lower, "headers.stsincludesubdomains")) {
+			rc = edge_put(ctx, NULL, &l->pos, &opts, "hsts_subdomains", yes ? "on" : "off");
+		} else if (!strcmp(lower, "headers.stspreload")) {
+			rc = edge_put(ctx, NULL, &l->pos, &opts, "hsts_preload", yes ? "on" : "off");
+		} else if (!strcmp(lower, "headers.framedeny")) {
+			if (yes)
+				rc = edge_put(ctx, NULL, &l->pos, &opts, "frame", "deny");
+		} else if (!strcmp(lower, "headers.customframeoptionsvalue")) {
+			rc = edge_put(ctx, NULL, &l->pos, &opts, "frame", v);
+		} else if (!strcmp(lower, "headers.contenttypenosniff")) {
+			rc = edge_put(ctx, NULL, &l->pos, &opts, "nosniff", yes ? "on" : "off");
+		} else if (!strcmp(lower, "headers.browserxssfilter")) {
+			rc = edge_put(ctx, NULL, &l->pos, &opts, "xss", yes ? "on" : "off");
+		} else if (!strcmp(lower, "headers.contentsecuritypolicy")) {
+			rc = edge_put(ctx, NULL, &l->pos, &opts, "csp", v);
+		} else if (!strcmp(lower, "headers.referrerpolicy")) {
+			rc = edge_put(ctx, NULL, &l->pos, &opts, "referrer", v);
+		} else if (!strcmp(lower, "headers.permissionspolicy")) {
+			rc = edge_put(ctx, NULL, &l->pos, &opts, "permissions", v);
+		} else if (!strcmp(lower, "ratelimit.average")) {
+			average = dv_xstrdup(v);
+			rate_label = l;
+		} else if (!strcmp(lower, "ratelimit.period")) {
+			period = dv_xstrdup(v);
+		} else if (!strcmp(lower, "ratelimit.burst")) {
+			rc = edge_put(ctx, NULL, &l->pos, &opts, "burst", v);
+		} else if (!strcmp(lower, "basicauth.users")) {
+			char *copy = dv_xstrdup(v), *save = NULL;
+			for (char *t = strtok_r(copy, ",", &save); t && rc == 0; t = strtok_r(NULL, ",", &save))
+				rc = edge_put(ctx, NULL, &l->pos, &opts, "auth", t);
+			free(copy);
+		} else if (!strcmp(lower, "basicauth.realm")) {
+			rc = edge_put(ctx, NULL, &l->pos, &opts, "realm", v);
+		} else if (!strcmp(lower, "ipwhitelist.sourcerange") || !strcmp(lower, "ipallowlist.sourcerange")) {
+			rc = edge_put(ctx, NULL, &l->pos, &opts, "allow", v);
+		} else if (!strcmp(lower, "buffering.maxrequestbodybytes")) {
+			rc = edge_put(ctx, NULL, &l->pos, &opts, "maxbody", v);
+		} else if (!strcmp(lower, "compress") || has_prefix(lower, "compress.")) {
+			if (strcmp(v, "false") != 0)
+				rc = edge_put(ctx, NULL, &l->pos, &opts, "compress", "on");
+		} else {
+			warn_pos(ctx, &l->pos, "label %s: this Traefik middleware option is not supported by davit (ignored)",
+			         l->key);
+		}
+	}
+	for (size_t u = 0; u < used.len && rc == 0; u++) {
+		bool defined = false;
+		size_t ul = strlen(used.items[u]);
+		for (size_t i = 0; i < labels->len && !defined; i++) {
+			const char *k = labels->items[i].key;
+			defined = strncmp(k, mw_prefix, mpl) == 0 && strncmp(k + mpl, used.items[u], ul) == 0 && k[mpl + ul] == '.';
+		}
+		for (size_t i = 0; i < labels->len && !defined; i++) {
+			const struct tkv *l = &labels->items[i];
+			if (has_prefix(l->key, "traefik.http.routers.") && has_suffix(l->key, ".middlewares") &&
+			    strstr(l->value, used.items[u])) {
+				warn_pos(ctx, &l->pos, "label %s: middleware '%s' is not defined in this service's labels "
+				         "(davit reads middlewares from the service that uses them; ignored)", l->key, used.items[u]);
+				break;
+			}
+		}
+	}
+	if (rc == 0 && average) {
+		/* Traefik: average requests per period (default 1s); burst defaults to 1. */
+		char *spec = dv_xasprintf("%s/%s", average, period ? period : "1s");
+		rc = edge_put(ctx, NULL, &rate_label->pos, &opts, "ratelimit", spec);
+		free(spec);
+		if (rc == 0 && !strstr(opts, "burst="))
+			dv_edge_options_add(&opts, "burst", "1");
+	}
+	free(average);
+	free(period);
+	if (opts && svc->edge) {
+		char *joined = dv_xasprintf("%s %s", opts, svc->edge);
+		free(opts);
+		free(svc->edge);
+		svc->edge = joined;
+	} else if (opts) {
+		svc->edge = opts;
+	}
+	strv_free(&used);
+	return rc;
+}
+
 struct svc_nodes {
 	const struct ynode *image, *build, *run, *static_dir, *working_dir;
 };
@@ -3446,10 +3760,15 @@ static int parse_davit(struct ctx *ctx, const struct ynode *n, struct dv_compose
 				svc->static_dir = path_resolve(ctx, dir);
 			}
 			free(dir);
+		} else if (key_is(k, "per_domain")) {
+			rc = davit_per_domain(ctx, v, svc);
 		} else if (key_is(k, "alerts")) {
 			/* read by obs (src/obs/config.c) with file:line errors */
 		} else {
-			warn_key(ctx, k, "x-davit", NULL);
+			int r = davit_edge_key(ctx, k, v, &svc->edge);
+			if (r == 1)
+				warn_key(ctx, k, "x-davit", NULL);
+			rc = r < 0 ? -1 : 0;
 		}
 	}
 	return rc;
@@ -4051,6 +4370,8 @@ static void service_dispose(struct dv_compose_service *s)
 	free(s->depends_on);
 	strv_free(&s->healthcheck.test);
 	kv_free(s->labels, s->n_labels);
+	free(s->edge);
+	kv_free(s->edge_domains, s->n_edge_domains);
 	for (size_t i = 0; i < s->n_volumes; i++) {
 		free(s->volumes[i].source);
 		free(s->volumes[i].target);

@@ -22,7 +22,11 @@
  *     deploy.{replicas, resources.{limits,reservations}, update_config},
  *     labels (Traefik Host()/PathPrefix() router rules become domains, the
  *     loadbalancer.server.port label becomes the port), volumes, networks,
- *     and x-davit {run, port, domains, health, static, tls {cert, key}}.
+ *     and x-davit {run, port, domains, health, static, tls {cert, key}}; edge keys of x-davit
+ *     (headers, csp, hsts, rate_limit, compress, max_body, basic_auth, allow,
+ *     deny, ban, spa, index, per_domain) and Traefik middleware labels
+ *     (headers, ratelimit, basicauth, ipwhitelist/ipallowlist, buffering,
+ *     compress) become `edge` (docs/proxy.md has the mapping).
  * Interpolation: ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message},
  * ${VAR?message}, ${VAR:+alt}, ${VAR+alt}, $VAR and $$ (a literal $), nested
  * in defaults. Variables come from the process environment, which wins over
@@ -225,6 +229,13 @@ struct dv_compose_service {
 	struct dv_compose_davit_health health;
 	char *tls_cert, *tls_key;      /* x-davit.tls {cert, key}: absolute PEM paths, or NULL
 	                                * (the certificate for this service's domains) */
+	/* Edge policy of the service's routes, in the options syntax of
+	 * proxy/edge.h (docs/proxy.md), from x-davit edge keys and Traefik
+	 * middleware labels; NULL: the defaults. */
+	char *edge;
+	struct dv_compose_kv *edge_domains; /* x-davit.per_domain: host -> options added for that
+	                                     * host's routes; sorted by host */
+	size_t n_edge_domains;
 };
 
 /* A top-level network or volume. */

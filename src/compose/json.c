@@ -270,6 +270,11 @@ static void j_service(struct dv_strbuf *b, const struct dv_compose_service *s)
 	}
 	j_raw(b, "]", 1);
 
+	/* Only when set, so that releases without edge keys hash as before. */
+	if (s->edge)
+		j_kstr(b, "edge", s->edge);
+	if (s->n_edge_domains)
+		j_kkv(b, "edge_domains", s->edge_domains, s->n_edge_domains);
 	j_kstrv(b, "entrypoint", &s->entrypoint, s->has_entrypoint);
 	j_kstrv(b, "env_files", &s->env_files, true);
 	j_kkv(b, "environment", s->environment, s->n_environment);

@@ -828,9 +828,71 @@ static void health_changed(struct dv_health_check *check, enum dv_health_state s
 
 /* ------------------------------------------------------------------ routes */
 
+/* The edge policy of one route of a service (proxy/edge.h): the defaults,
+ * the service's x-davit edge options, then its per_domain ones for `host`.
+ * Keyed by app, service and route, so rate limits and bans survive table
+ * rebuilds. NULL (logged) if it cannot be built. */
+static struct dv_edge_policy *route_policy(struct service *s, const char *host, const char *route)
+{
+	const struct dv_plan_service *p = s->plan;
+	char *opts = NULL;
+	if (p->static_dir)
+		dv_edge_options_add(&opts, "static", p->static_dir);
+	char *joined = dv_xasprintf("%s %s", opts ? opts : "", p->edge ? p->edge : "");
+	free(opts);
+	opts = joined;
+	for (char **d = p->edge_domains; d && d[0] && d[1]; d += 2) {
+		if (strcasecmp(d[0], host) == 0) {
+			joined = dv_xasprintf("%s %s", opts, d[1]);
+			free(opts);
+			opts = joined;
+		}
+	}
+	char name[600], *err = NULL;
+	snprintf(name, sizeof name, "%s/%s %s", s->app->name, s->name, route);
+	struct dv_edge_policy *policy = dv_edge_policy_parse(opts, name, &err);
+	if (!policy) {
+		dv_log_warn("engine", "route %s: %s", name, err);
+		free(err);
+	}
+	free(opts);
+	return policy;
+}
+
+/* A static service: routes to its directory, served by the proxy. */
+static void add_static_routes(struct dv_route_table *t, struct service *s)
+{
+	const struct dv_plan_service *p = s->plan;
+	char local[300];
+	snprintf(local, sizeof local, "%s.%s.localhost", s->name, s->app->name);
+	for (char **d = p->domains; ; d++) {
+		const char *route = d && *d ? *d : local;
+		char host[256];
+		const char *slash = strchr(route, '/');
+		size_t hl = slash ? (size_t)(slash - route) : strlen(route);
+		if (hl < sizeof host) {
+			memcpy(host, route, hl);
+			host[hl] = '\0';
+			struct dv_edge_policy *policy = route_policy(s, host, route);
+			char *err = NULL;
+			if (policy && dv_route_table_add_policy(t, host, slash ? slash : "/", NULL, policy, &err) != 0) {
+				dv_log_warn("engine", "route %s for %s/%s: %s", route, s->app->name, s->name, err);
+				free(err);
+			}
+			dv_edge_policy_unref(policy);
+		}
+		if (route == local)
+			break;
+	}
+}
+
 static void add_service_routes(struct dv_route_table *t, struct service *s)
 {
 	const struct dv_plan_service *p = s->plan;
+	if (p && p->static_dir && !s->stopped_by_user) {
+		add_static_routes(t, s);
+		return;
+	}
 	if (!p || !p->port || s->stopped_by_user)
 		return;
 	char name[256];
@@ -858,17 +920,21 @@ static void add_service_routes(struct dv_route_table *t, struct service *s)
 			continue;
 		memcpy(host, *d, hl);
 		host[hl] = '\0';
-		if (dv_route_table_add(t, host, slash ? slash : "/", pool, &err) != 0) {
+		struct dv_edge_policy *policy = route_policy(s, host, *d);
+		if (dv_route_table_add_policy(t, host, slash ? slash : "/", pool, policy, &err) != 0) {
 			dv_log_warn("engine", "route %s for %s: %s", *d, name, err);
 			dv_free(&err);
 		}
+		dv_edge_policy_unref(policy);
 		any = true;
 	}
 	/* Every service with a port is also reachable as SERVICE.APP.localhost. */
 	char local[300];
 	snprintf(local, sizeof local, "%s.%s.localhost", s->name, s->app->name);
-	if (dv_route_table_add(t, local, "/", pool, &err) != 0)
+	struct dv_edge_policy *local_policy = route_policy(s, local, local);
+	if (dv_route_table_add_policy(t, local, "/", pool, local_policy, &err) != 0)
 		dv_free(&err);
+	dv_edge_policy_unref(local_policy);
 	(void)any;
 	/* Keep a reference (see struct service); forget older pools that have
 	 * nothing in flight: no new request can start on them. */
@@ -971,7 +1037,7 @@ static void write_urls(struct app *a, struct dv_strbuf *b, const char *http_url)
 	bool default_port = port && strcmp(port, ":80") == 0;
 	for (size_t i = 0; i < a->plan->n; i++) {
 		const struct dv_plan_service *p = &a->plan->services[i];
-		if (!p->port)
+		if (!p->port && !p->static_dir)
 			continue;
 		dv_strbuf_printf(b, "  %-12s", p->name);
 		bool first = true;
@@ -1194,7 +1260,7 @@ static void deploy_step(struct deploy *d)
 	for (;;) {
 		if (d->phase == D_WAIT_HEALTHY) {
 			struct service *s = d->current;
-			bool all = s->pending != NULL;
+			bool all = s->pending != NULL || s->plan->static_dir; /* static: nothing to start */
 			for (struct replica *r = s->pending; r; r = r->next)
 				if (r->state != R_HEALTHY)
 					all = false;
@@ -1944,6 +2010,10 @@ int dv_engine_ps(struct dv_engine *e, const char *app_name, bool json, struct dv
 				dv_json_string(&j, s->name);
 				dv_json_key(&j, "stopped");
 				dv_json_bool(&j, s->stopped_by_user);
+				if (s->plan && s->plan->static_dir) {
+					dv_json_key(&j, "static");
+					dv_json_string(&j, s->plan->static_dir);
+				}
 				dv_json_key(&j, "replicas");
 				dv_json_array_begin(&j);
 			}
@@ -1998,9 +2068,11 @@ int dv_engine_ps(struct dv_engine *e, const char *app_name, bool json, struct dv
 					}
 				}
 			}
+			bool serving_static = s->plan && s->plan->static_dir && !s->stopped_by_user;
 			if (!any && !json)
-				dv_strbuf_printf(out, "%-10s %-12s %-4s %-8lld %-11s\n", a->name, s->name, "-", (long long)a->release,
-				                 "stopped");
+				dv_strbuf_printf(out, "%-10s %-12s %-4s %-8lld %-11s%s%s\n", a->name, s->name, "-", (long long)a->release,
+				                 serving_static ? "static" : "stopped", serving_static ? " served by the proxy from " : "",
+				                 serving_static ? s->plan->static_dir : "");
 			if (json) {
 				dv_json_array_end(&j);
 				dv_json_object_end(&j);

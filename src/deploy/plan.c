@@ -4,9 +4,11 @@
 #include "core/jsonparse.h"
 #include "core/strbuf.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static char **strv_push(char **v, size_t *n, char *s)
 {
@@ -68,7 +70,8 @@ static int service_from_json(struct dv_plan_service *s, const char *name, const 
 	s->name = dv_xstrdup(name);
 	s->json = dv_strbuf_steal(&b);
 	const char *kind = dv_jv_str(j, "kind", "");
-	if (strcmp(kind, "native") != 0) {
+	bool is_static = strcmp(kind, "static") == 0 && dv_jv_str(j, "static", NULL);
+	if (strcmp(kind, "native") != 0 && !is_static) {
 		s->unsupported = dv_xasprintf(
 			"service '%s' is a %s service: this davit runs native services only (give it x-davit.run: "
 			"COMMAND); the Docker runtime comes next",
@@ -182,6 +185,29 @@ static int service_from_json(struct dv_plan_service *s, const char *name, const 
 		s->restart = DV_PLAN_RESTART_ALWAYS; /* always, unless-stopped, or unset: a platform supervises */
 	int64_t rmax = dv_jv_int(restart, "max_retries", 0);
 	s->restart_max = rmax > 0 ? (unsigned)rmax : 0;
+	s->edge = dup_or_null(dv_jv_str(j, "edge", NULL));
+	n = 0;
+	s->edge_domains = dv_xcalloc(1, sizeof *s->edge_domains);
+	const struct dv_jv *ed = dv_jv_get(j, "edge_domains");
+	for (size_t i = 0; ed && ed->type == DV_JV_OBJECT && i < ed->len; i++) {
+		if (ed->items[i].type != DV_JV_STRING)
+			continue;
+		s->edge_domains = strv_push(s->edge_domains, &n, dv_xstrdup(ed->keys[i]));
+		s->edge_domains = strv_push(s->edge_domains, &n, dv_xstrdup(ed->items[i].string));
+	}
+	if (is_static) {
+		/* Served by the proxy itself: no process, no replicas. */
+		s->static_dir = dv_xstrdup(dv_jv_str(j, "static", ""));
+		struct stat st;
+		int serr = stat(s->static_dir, &st) != 0 ? errno : 0;
+		if (serr || !S_ISDIR(st.st_mode))
+			s->unsupported = dv_xasprintf("service '%s': x-davit.static %s: %s (give the directory the proxy serves)",
+			                              name, s->static_dir, serr ? strerror(serr) : "not a directory");
+		s->replicas = 0;
+		s->port = 0;
+		s->health = DV_PLAN_HEALTH_NONE;
+		return 0;
+	}
 	if (!s->unsupported && (!s->run || !*s->run)) {
 		*err = dv_xasprintf("service '%s' has no x-davit.run command", name);
 		return -1;
@@ -202,6 +228,9 @@ static void service_dispose(struct dv_plan_service *s)
 	strv_free(s->domains);
 	free(s->tls_cert);
 	free(s->tls_key);
+	free(s->static_dir);
+	free(s->edge);
+	strv_free(s->edge_domains);
 	strv_free(s->depends_on);
 }
 

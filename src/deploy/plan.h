@@ -33,6 +33,9 @@ struct dv_plan_service {
 	unsigned restart_max;
 	uint64_t memory_limit;
 	double cpu_limit;
+	char *static_dir;      /* a static service: the directory the proxy serves (no replicas) */
+	char *edge;            /* edge options (proxy/edge.h), or NULL */
+	char **edge_domains;   /* "HOST OPTIONS" pairs as HOST, OPTIONS, ..., NULL-terminated */
 };
 
 struct dv_plan {

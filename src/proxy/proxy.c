@@ -24,6 +24,9 @@
 #include "core/strbuf.h"
 #include "http/http1.h"
 #include "metrics/metrics.h"
+#include "proxy/compress.h"
+#include "proxy/ratelimit.h"
+#include "proxy/static.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -36,6 +39,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/random.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -70,6 +74,34 @@ struct body {
 	uint64_t left;      /* LENGTH: bytes not yet scanned */
 	size_t ready;       /* scanned bytes at the start of the source buffer, not yet written */
 	struct dv_http1_chunked chunked;
+};
+
+/* Per-request state of edge policies (the session keeps the allocation for
+ * its next requests). Plain routes never touch it. */
+struct edge_state {
+	struct dv_sockaddr client;     /* the client address limits and bans apply to */
+	const char *reason;            /* why we refused (access log "edge"), static, or NULL */
+	bool no_strike;                /* refused because banned: does not count again */
+	char extra[320];               /* fields for our own error page (Retry-After, WWW-Authenticate...) */
+	enum dv_edge_encoding accept;  /* what the client takes for this request */
+	bool vary;                     /* add Vary: Accept-Encoding */
+	/* compression of the response */
+	struct dv_compressor *comp;    /* owned while compressing */
+	struct dv_unchunk unchunk;     /* de-chunks a chunked upstream body */
+	struct buf zout;               /* framed compressed output not yet sent */
+	bool flushed, stream_done, comp_done;
+	/* request body limit (chunked) */
+	struct dv_unchunk body;
+	uint64_t body_pos, body_data;  /* body bytes decoded so far (absolute), data bytes among them */
+	/* the last Authorization value that passed, so that a keep-alive client
+	 * costs one password hash per connection, not per request */
+	struct dv_edge_policy *auth_policy; /* one reference held (so its address is not reused) */
+	uint32_t auth_len;
+	char auth_ok[256];
+	/* a static file being sent */
+	int file_fd;                   /* owned, -1 */
+	off_t file_off;
+	uint64_t file_left;
 };
 
 struct worker;
@@ -127,12 +159,15 @@ struct session {
 	uint64_t start_ns, bytes_in, bytes_out;
 	char request_id[204]; /* ours (32 hex) or the client's (<= 200 chars) */
 	char *log_method, *log_host, *log_path; /* owned, when the access log is on */
+	/* Edge policy of the current request; NULL on the plain path. */
+	struct dv_edge_policy *policy; /* one reference while set */
+	struct edge_state *edge;       /* owned; allocated by the first request with a policy */
 };
 
 struct listener {
 	struct dv_io io;
 	struct worker *w;
-	bool tls;
+	bool tls;                      /* accepts TLS (set by the TLS transport) */
 };
 
 struct published_table {
@@ -191,6 +226,19 @@ static void session_pump(struct session *s);
 static void session_close(struct session *s);
 static void session_arm_timer(struct session *s);
 static void upconn_close(struct upconn *u);
+static const char *edge_error_fields(struct session *s);
+static const char *edge_log_reason(const struct session *s);
+static bool edge_request(struct session *s, const struct dv_http1_request *r, const char *path, size_t path_len,
+                         struct dv_edge_policy *policy, int n);
+static void edge_request_end(struct session *s);
+static void edge_session_free(struct session *s);
+static void edge_response_start(struct session *s, const struct dv_http1_response *r);
+static bool edge_response_field(struct session *s, const struct dv_http1_field *f, unsigned *seen);
+static void edge_response_fields(struct session *s, unsigned seen);
+static bool edge_body_too_large(struct session *s);
+static int edge_pump_compressed(struct session *s, struct upconn *u);
+static bool edge_compressed_sent(const struct session *s);
+static int edge_pump_file(struct session *s);
 
 /* ------------------------------------------------------------------ buffers */
 
@@ -344,10 +392,11 @@ static void access_log_write(struct session *s)
 	double ms = (double)(dv_now_ns() - s->start_ns) / 1e6;
 	k = snprintf(line + n, sizeof line - n,
 	             "\",\"status\":%d,\"bytes_in\":%llu,\"bytes_out\":%llu,\"duration_ms\":%.3f,"
-	             "\"upstream\":%s%s%s,\"request_id\":\"%s\"}\n",
+	             "\"upstream\":%s%s%s,\"request_id\":\"%s\"%s%s%s}\n",
 	             s->status, (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out, ms,
 	             s->backend ? "\"" : "", s->backend ? s->backend->label : "null", s->backend ? "\"" : "",
-	             s->request_id);
+	             s->request_id, edge_log_reason(s) ? ",\"edge\":\"" : "",
+	             edge_log_reason(s) ? edge_log_reason(s) : "", edge_log_reason(s) ? "\"" : "");
 	if (k > 0 && (size_t)k < sizeof line - n)
 		n += (size_t)k;
 	if (w->log_len + n > ACCESS_LOG_FLUSH_AT * 2)
@@ -398,11 +447,15 @@ static const char *status_reason(int status)
 {
 	switch (status) {
 	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
 	case 404: return "Not Found";
 	case 405: return "Method Not Allowed";
 	case 408: return "Request Timeout";
 	case 413: return "Content Too Large";
 	case 414: return "URI Too Long";
+	case 416: return "Range Not Satisfiable";
+	case 429: return "Too Many Requests";
 	case 431: return "Request Header Fields Too Large";
 	case 500: return "Internal Server Error";
 	case 501: return "Not Implemented";
@@ -432,12 +485,13 @@ static void session_respond_error(struct session *s, int status, const char *mes
 		blen = sizeof body - 1;
 	if (s->w->stopping)
 		keep = false;
-	char head[512];
+	char head[1024];
 	int hlen = snprintf(head, sizeof head,
 	                    "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
-	                    "Cache-Control: no-store\r\nX-Request-Id: %s\r\nConnection: %s\r\n\r\n",
+	                    "Cache-Control: no-store\r\nX-Request-Id: %s\r\nConnection: %s\r\n%s\r\n",
 	                    status, status_reason(status), json ? "application/json" : "text/html; charset=utf-8",
-	                    blen, s->request_id[0] ? s->request_id : "-", keep ? "keep-alive" : "close");
+	                    blen, s->request_id[0] ? s->request_id : "-", keep ? "keep-alive" : "close",
+	                    edge_error_fields(s));
 	buf_alloc(s->w, &s->out);
 	buf_append(&s->out, head, (size_t)hlen);
 	if (!s->is_head)
@@ -807,6 +861,8 @@ static void request_end(struct session *s)
 		if (s->pool)
 			dv_metrics_active(s->w->metrics, slot, -1);
 	}
+	if (s->policy)
+		edge_request_end(s);
 	if (s->backend) {
 		if (!s->backend_done)
 			atomic_fetch_sub_explicit(&s->backend->inflight, 1, memory_order_relaxed);
@@ -847,7 +903,7 @@ static void session_close(struct session *s)
 		return;
 	struct worker *w = s->w;
 	session_detach_upstream(s, false);
-	if (s->pool || s->log_method)
+	if (s->pool || s->log_method || s->policy)
 		request_end(s);
 	dv_timer_cancel(w->loop, &s->timer);
 	dv_loop_del(w->loop, &s->io);
@@ -861,6 +917,7 @@ static void session_close(struct session *s)
 	buf_release(w, &s->in);
 	buf_release(w, &s->out);
 	buf_release(w, &s->req_head);
+	edge_session_free(s);
 	if (s->prev)
 		s->prev->next = s->next;
 	else
@@ -1210,9 +1267,12 @@ static bool session_try_request(struct session *s)
 	if (p->config.tls && !s->tls && session_tls_hooks(s, &r, path, path_len, n))
 		return true;
 	struct dv_upstream_pool *pool = NULL;
+	struct dv_edge_policy *policy = NULL;
 	if (w->table)
-		pool = dv_route_table_match(w->table->table, r.host ? r.host : "", r.host ? r.host_len : 0, path,
-		                            path_len);
+		dv_route_table_lookup(w->table->table, r.host ? r.host : "", r.host ? r.host_len : 0, path, path_len,
+		                      &pool, &policy);
+	if (policy && edge_request(s, &r, path, path_len, policy, n))
+		return true;
 	if (!pool) {
 		s->in.start += (uint32_t)n;
 		if (!body_finished(&s->req))
@@ -1386,16 +1446,21 @@ static void build_client_head(struct session *s, const struct dv_http1_response 
 	buf_append(b, r->reason, r->reason_len);
 	buf_append(b, "\r\n", 2);
 	bool have_rid = false;
+	unsigned edge_seen = 0;
 	bool has_connection = dv_http1_find_field(h, "connection") != NULL;
 	for (size_t i = 0; i < h->nfields; i++) {
 		const struct dv_http1_field *f = &h->fields[i];
 		if (dv_http1_is_hop_by_hop(f->name, f->name_len) ||
 		    (has_connection && dv_http1_connection_lists(h, f->name, f->name_len)))
 			continue;
+		if (s->policy && edge_response_field(s, f, &edge_seen))
+			continue;
 		if (field_is(f, "x-request-id"))
 			have_rid = true;
 		append_field(b, f->name, f->name_len, f->value, f->value_len);
 	}
+	if (s->policy)
+		edge_response_fields(s, edge_seen);
 	if (!have_rid)
 		append_field(b, "X-Request-Id", 12, s->request_id, strlen(s->request_id));
 	if (r->status == 101) {
@@ -1403,7 +1468,7 @@ static void build_client_head(struct session *s, const struct dv_http1_response 
 		if (h->upgrade)
 			append_field(b, "Upgrade", 7, h->upgrade, h->upgrade_len);
 	} else {
-		if (h->framing == DV_HTTP1_BODY_CHUNKED)
+		if (h->framing == DV_HTTP1_BODY_CHUNKED || (s->edge && s->edge->comp))
 			buf_appends(b, "Transfer-Encoding: chunked\r\n");
 		if (!s->keep_alive)
 			buf_appends(b, "Connection: close\r\n");
@@ -1450,6 +1515,8 @@ static int session_parse_response(struct session *s)
 		s->tunnel = true;
 		s->keep_alive = false;
 	}
+	if (s->policy)
+		edge_response_start(s, &r);
 	build_client_head(s, &r);
 	u->in.start += (uint32_t)n;
 	s->resp_head_done = true;
@@ -1507,6 +1574,11 @@ static bool pump_exchange(struct session *s)
 	if (!s->req.scanned_all && body_scan(&s->req, &s->in) != 0) {
 		s->keep_alive = false;
 		session_fail(s, 400, "invalid chunked request body");
+		return true;
+	}
+	if (s->policy && s->policy->max_body && edge_body_too_large(s)) {
+		s->keep_alive = false;
+		session_fail(s, 413, "the request body is larger than this route allows");
 		return true;
 	}
 
@@ -1567,6 +1639,12 @@ static bool pump_exchange(struct session *s)
 		}
 	}
 
+	if (s->policy && s->policy->max_body && edge_body_too_large(s)) {
+		s->keep_alive = false;
+		session_fail(s, 413, "the request body is larger than this route allows");
+		return true;
+	}
+
 	/* upstream in */
 	if (u && !s->resp.scanned_all && u->readable) {
 		buf_alloc(w, &u->in);
@@ -1617,7 +1695,12 @@ static bool pump_exchange(struct session *s)
 	}
 
 	/* -> client */
-	if (s->writable) {
+	if (s->edge && s->edge->comp && s->resp_head_done) {
+		int r = edge_pump_compressed(s, u);
+		if (r < 0)
+			return false;
+		progress = progress || r > 0;
+	} else if (s->writable) {
 		size_t alen = buf_len(&s->out);
 		size_t blen = s->resp_head_done ? s->resp.ready : 0;
 		if (alen + blen > 0) {
@@ -1648,7 +1731,8 @@ static bool pump_exchange(struct session *s)
 		s->client_shut = true;
 	}
 
-	if (s->resp_head_done && body_finished(&s->resp) && buf_len(&s->out) == 0) {
+	if (s->resp_head_done && body_finished(&s->resp) && buf_len(&s->out) == 0 &&
+	    (!s->edge || !s->edge->comp || edge_compressed_sent(s))) {
 		if (s->tunnel) {
 			if (body_finished(&s->req) && s->req.eof) {
 				session_close(s);
@@ -1705,8 +1789,13 @@ static bool pump_respond(struct session *s)
 		if (buf_len(&s->out) > 0)
 			return n > 0;
 	}
+	if (s->edge && s->edge->file_fd >= 0) {
+		int r = edge_pump_file(s);
+		if (r != 1)
+			return r == 2;
+	}
 	buf_release(w, &s->out);
-	if (s->pool || s->log_method)
+	if (s->pool || s->log_method || s->policy)
 		request_end(s);
 	if (s->close_after) {
 		session_linger(s);
@@ -1861,6 +1950,489 @@ static void session_event(struct dv_loop *loop, struct dv_io *io, uint32_t event
 	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
 		s->writable = true;
 	session_pump(s);
+}
+
+/* ------------------------------------------------------------------ edge policies */
+/* Hooks of the per-route edge policies (proxy/edge.h). Every caller checks
+ * s->policy (or s->edge) first, so a route without a policy never gets here. */
+
+static const char *edge_error_fields(struct session *s)
+{
+	if (!s->edge || !s->edge->extra[0])
+		return "";
+	return s->edge->extra; /* cleared by edge_request_end */
+}
+
+static const char *edge_log_reason(const struct session *s)
+{
+	return s->edge ? s->edge->reason : NULL;
+}
+
+static void edge_session_free(struct session *s)
+{
+	struct edge_state *e = s->edge;
+	if (s->policy) {
+		dv_edge_policy_unref(s->policy);
+		s->policy = NULL;
+	}
+	if (!e)
+		return;
+	if (e->file_fd >= 0)
+		close(e->file_fd);
+	dv_edge_policy_unref(e->auth_policy);
+	dv_compressor_free(e->comp);
+	buf_release(s->w, &e->zout);
+	free(e);
+	s->edge = NULL;
+}
+
+/* Counts a 401/403/429 towards a ban. Called when the status is decided,
+ * before the client can see the response (and send its next request to
+ * another worker). */
+static void edge_strike(struct session *s, int status)
+{
+	struct edge_state *e = s->edge;
+	struct dv_edge_policy *p = s->policy;
+	if (p->ban_after && !e->no_strike && (status == 401 || status == 403 || status == 429)) {
+		uint64_t now = dv_loop_now(s->w->loop);
+		if (dv_iptable_strike(dv_iptable_global(), &e->client, p->key, now, p->ban_after, p->ban_window_ms,
+		                      p->ban_for_ms)) {
+			char ip[64];
+			dv_sockaddr_format_ip(&e->client, ip, sizeof ip);
+			dv_log_warn("proxy", "banned %s on %s for %llu s: %u responses 401/403/429 within %llu s", ip,
+			            p->name, (unsigned long long)(p->ban_for_ms / 1000), p->ban_after,
+			            (unsigned long long)(p->ban_window_ms / 1000));
+		}
+	}
+}
+
+static void edge_request_end(struct session *s)
+{
+	struct edge_state *e = s->edge;
+	struct dv_edge_policy *p = s->policy;
+	if (e->file_fd >= 0) {
+		close(e->file_fd);
+		e->file_fd = -1;
+	}
+	if (e->comp) {
+		dv_compressor_free(e->comp);
+		e->comp = NULL;
+	}
+	buf_release(s->w, &e->zout);
+	e->reason = NULL;
+	e->extra[0] = '\0';
+	e->no_strike = e->vary = e->flushed = e->stream_done = e->comp_done = false;
+	dv_edge_policy_unref(p);
+	s->policy = NULL;
+}
+
+/* Refuses the request (its head is n bytes) with our own error page. */
+static bool edge_refuse(struct session *s, int n, int status, const char *reason, const char *message)
+{
+	s->edge->reason = reason;
+	edge_strike(s, status);
+	s->in.start += (uint32_t)n;
+	if (!body_finished(&s->req))
+		s->keep_alive = false; /* we will not read the body */
+	session_fail(s, status, message);
+	return true;
+}
+
+static const struct dv_http1_field *last_field(const struct dv_http1_head *h, const char *lower)
+{
+	const struct dv_http1_field *found = NULL;
+	for (size_t i = 0; i < h->nfields; i++)
+		if (field_is(&h->fields[i], lower))
+			found = &h->fields[i];
+	return found;
+}
+
+static void edge_append(void *arg, const void *data, size_t len)
+{
+	buf_append(arg, data, len);
+}
+
+static bool edge_serve_static(struct session *s, const struct dv_http1_request *r, const char *path,
+                              size_t path_len, int n)
+{
+	struct dv_edge_policy *p = s->policy;
+	const struct dv_http1_head *h = &r->head;
+	struct dv_static_request q = {
+		.head = s->is_head, .method = r->method, .method_len = r->method_len,
+		.target = path, .target_len = path_len,
+	};
+	const struct dv_http1_field *f;
+#define EDGE_HDR(name, var)                                                                                        \
+	if ((f = dv_http1_find_field(h, name))) {                                                                  \
+		q.var = f->value;                                                                                  \
+		q.var##_len = f->value_len;                                                                        \
+	}
+	EDGE_HDR("if-none-match", if_none_match)
+	EDGE_HDR("if-modified-since", if_modified_since)
+	EDGE_HDR("range", range)
+	EDGE_HDR("if-range", if_range)
+	EDGE_HDR("accept-encoding", accept_encoding)
+#undef EDGE_HDR
+	struct dv_static_response resp;
+	dv_static_serve(p, &q, &resp);
+	if (resp.status >= 400) {
+		size_t k = resp.fields_len < sizeof s->edge->extra - 1 ? resp.fields_len : 0;
+		memcpy(s->edge->extra, resp.fields, k);
+		s->edge->extra[k] = '\0';
+		return edge_refuse(s, n, resp.status, resp.status == 400 ? "bad_path" : NULL, resp.message);
+	}
+	s->in.start += (uint32_t)n;
+	if (!body_finished(&s->req))
+		s->keep_alive = false;
+	if (s->w->stopping)
+		s->keep_alive = false;
+	struct buf *b = &s->out;
+	buf_alloc(s->w, b);
+	const char *reason = resp.status == 200 ? "OK" : resp.status == 206 ? "Partial Content"
+	                   : resp.status == 301 ? "Moved Permanently" : "Not Modified";
+	char line[64];
+	int k = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", resp.status, reason);
+	buf_append(b, line, (size_t)k);
+	buf_append(b, resp.fields, resp.fields_len);
+	append_field(b, "X-Request-Id", 12, s->request_id, strlen(s->request_id));
+	dv_edge_add_fields(p, s->tls, 0, edge_append, b);
+	buf_appends(b, !s->keep_alive ? "Connection: close\r\n" : s->http10 ? "Connection: keep-alive\r\n" : "");
+	buf_append(b, "\r\n", 2);
+	s->status = resp.status;
+	s->edge->file_fd = resp.fd;
+	s->edge->file_off = resp.offset;
+	s->edge->file_left = resp.length;
+	s->close_after = !s->keep_alive;
+	s->state = S_RESPOND;
+	return true;
+}
+
+/* Applies the route's policy to a new request. Returns true if the request
+ * was answered here (refused, or a static file), false to proxy it. */
+static bool edge_request(struct session *s, const struct dv_http1_request *r, const char *path, size_t path_len,
+                         struct dv_edge_policy *p, int n)
+{
+	struct worker *w = s->w;
+	const struct dv_proxy_config *c = &w->proxy->config;
+	if (!s->edge) {
+		s->edge = dv_xcalloc(1, sizeof *s->edge);
+		s->edge->file_fd = -1;
+	}
+	struct edge_state *e = s->edge;
+	dv_edge_policy_ref(p);
+	s->policy = p;
+	const struct dv_http1_head *h = &r->head;
+	const struct dv_http1_field *f = s->trusted_peer ? last_field(h, "x-forwarded-for") : NULL;
+	dv_edge_client_ip(&s->peer, s->trusted_peer, f ? f->value : NULL, f ? f->value_len : 0, c->trusted,
+	                  c->ntrusted, &e->client);
+	uint64_t now = dv_loop_now(w->loop);
+	if (p->ban_after && dv_iptable_banned_until(dv_iptable_global(), &e->client, p->key, now)) {
+		e->no_strike = true;
+		return edge_refuse(s, n, 403, "banned", "this address is banned for a while after too many refused requests");
+	}
+	if ((p->nallow || p->ndeny) && !dv_edge_ip_allowed(p, &e->client))
+		return edge_refuse(s, n, 403, "ip_denied", "this address may not use this site");
+	uint64_t retry_ms = 0;
+	if (p->rate_per_ms > 0 &&
+	    !dv_iptable_take(dv_iptable_global(), &e->client, p->key, now, p->rate_per_ms, p->burst, &retry_ms)) {
+		snprintf(e->extra, sizeof e->extra, "Retry-After: %llu\r\n", (unsigned long long)((retry_ms + 999) / 1000));
+		return edge_refuse(s, n, 429, "rate_limited", "too many requests from this address; retry later");
+	}
+	if (p->nusers) {
+		f = dv_http1_find_field(h, "authorization");
+		bool ok = f && e->auth_policy == p && e->auth_len == f->value_len &&
+		          memcmp(e->auth_ok, f->value, f->value_len) == 0;
+		if (!ok && f && dv_edge_auth_ok(p, f->value, f->value_len)) {
+			ok = true;
+			if (f->value_len <= sizeof e->auth_ok) {
+				dv_edge_policy_unref(e->auth_policy);
+				dv_edge_policy_ref(p);
+				e->auth_policy = p;
+				e->auth_len = (uint32_t)f->value_len;
+				memcpy(e->auth_ok, f->value, f->value_len);
+			}
+		}
+		if (!ok) {
+			snprintf(e->extra, sizeof e->extra, "WWW-Authenticate: Basic realm=\"%s\", charset=\"UTF-8\"\r\n",
+			         p->realm);
+			return edge_refuse(s, n, 401, f ? "auth_failed" : "auth_required", "this site needs a user name and password");
+		}
+	}
+	if (p->max_body && h->framing == DV_HTTP1_BODY_LENGTH && h->content_length > p->max_body)
+		return edge_refuse(s, n, 413, "body_too_large", "the request body is larger than this route allows");
+	if (h->framing == DV_HTTP1_BODY_CHUNKED) {
+		dv_unchunk_init(&e->body);
+		e->body_pos = e->body_data = 0;
+	}
+	e->accept = DV_EDGE_ENC_IDENTITY;
+	e->vary = p->gzip || p->br; /* the answer depends on Accept-Encoding for compressible types */
+	if (e->vary && !s->http10 && !s->is_head && !dv_http1_find_field(h, "range")) {
+		f = dv_http1_find_field(h, "accept-encoding");
+		if (f)
+			e->accept = dv_edge_negotiate(f->value, f->value_len, p->gzip, p->br);
+	}
+	if (p->static_root)
+		return edge_serve_static(s, r, path, path_len, n);
+	return false;
+}
+
+/* Counts the data bytes of a chunked request body as they are scanned. */
+static bool edge_body_too_large(struct session *s)
+{
+	struct edge_state *e = s->edge;
+	if (s->req.framing != DV_HTTP1_BODY_CHUNKED || !e)
+		return false;
+	uint64_t end = s->bytes_in + s->req.ready; /* absolute end of the scanned bytes */
+	/* Called after every scan and before the bytes are written upstream, so
+	 * body_pos never lags behind what was sent. */
+	if (e->body_pos < s->bytes_in)
+		e->body_pos = s->bytes_in;
+	while (e->body_pos < end) {
+		const char *at = s->in.data + s->in.start + (e->body_pos - s->bytes_in);
+		size_t len = (size_t)(end - e->body_pos), data;
+		size_t skip = dv_unchunk_skip(&e->body, at, len, &data);
+		dv_unchunk_took(&e->body, data);
+		e->body_pos += skip + data;
+		e->body_data += data;
+		if (skip == 0 && data == 0)
+			break;
+	}
+	return e->body_data > s->policy->max_body;
+}
+
+static bool head_has_token(const struct dv_http1_field *f, const char *lower)
+{
+	size_t n = strlen(lower);
+	for (size_t k = 0; k + n <= f->value_len; k++)
+		if (strncasecmp(f->value + k, lower, n) == 0)
+			return true;
+	return false;
+}
+
+/* Decides whether to compress a proxied response (before its head is built). */
+static void edge_response_start(struct session *s, const struct dv_http1_response *r)
+{
+	struct edge_state *e = s->edge;
+	const struct dv_http1_head *h = &r->head;
+	edge_strike(s, r->status);
+	const struct dv_http1_field *ct = dv_http1_find_field(h, "content-type");
+	bool compressible = ct && dv_edge_compressible_type(ct->value, ct->value_len);
+	e->vary = e->vary && compressible;
+	if (e->accept == DV_EDGE_ENC_IDENTITY || !compressible || s->tunnel || r->status < 200 ||
+	    r->status > 203 || dv_http1_find_field(h, "content-encoding") || dv_http1_find_field(h, "content-range"))
+		return;
+	if (h->framing == DV_HTTP1_BODY_NONE ||
+	    (h->framing == DV_HTTP1_BODY_LENGTH && h->content_length < s->policy->compress_min))
+		return;
+	const struct dv_http1_field *cc = dv_http1_find_field(h, "cache-control");
+	if (cc && head_has_token(cc, "no-transform"))
+		return;
+	e->comp = dv_compressor_new(e->accept);
+	if (!e->comp)
+		return;
+	dv_unchunk_init(&e->unchunk);
+	e->flushed = e->stream_done = e->comp_done = false;
+	buf_alloc(s->w, &e->zout);
+}
+
+static bool edge_response_field(struct session *s, const struct dv_http1_field *f, unsigned *seen)
+{
+	struct edge_state *e = s->edge;
+	if (dv_edge_drop_field(s->policy, f->name, f->name_len, seen))
+		return true;
+	if (e->vary && field_is(f, "vary") && head_has_token(f, "accept-encoding"))
+		e->vary = false; /* the upstream says it already */
+	if (!e->comp)
+		return false;
+	if (field_is(f, "content-length") || field_is(f, "accept-ranges"))
+		return true;
+	if (field_is(f, "etag") && f->value_len > 0 && f->value[0] == '"') {
+		/* The bytes differ from the upstream's: the validator becomes weak. */
+		buf_appends(&s->out, "ETag: W/");
+		buf_append(&s->out, f->value, f->value_len);
+		buf_appends(&s->out, "\r\n");
+		return true;
+	}
+	return false;
+}
+
+static void edge_response_fields(struct session *s, unsigned seen)
+{
+	struct edge_state *e = s->edge;
+	dv_edge_add_fields(s->policy, s->tls, seen, edge_append, &s->out);
+	if (e->comp)
+		buf_appends(&s->out, e->accept == DV_EDGE_ENC_BR ? "Content-Encoding: br\r\n" : "Content-Encoding: gzip\r\n");
+	if (e->vary)
+		buf_appends(&s->out, "Vary: Accept-Encoding\r\n");
+}
+
+static bool edge_compressed_sent(const struct session *s)
+{
+	return s->edge->comp_done && buf_len(&s->edge->zout) == 0;
+}
+
+#define CHUNK_HEAD 10 /* "%08x\r\n" */
+
+/* Fills e->zout with the next chunk of compressed output. */
+static int edge_compress_more(struct session *s, struct upconn *u)
+{
+	struct edge_state *e = s->edge;
+	struct buf *z = &e->zout;
+	z->start = z->end = 0;
+	char *dst = z->data + CHUNK_HEAD;
+	size_t cap = z->cap - CHUNK_HEAD - 2 - 5, total = 0;
+	bool chunked = s->resp.framing == DV_HTTP1_BODY_CHUNKED;
+	while (total < cap && !e->stream_done) {
+		const char *in = u->in.data + u->in.start;
+		size_t data = s->resp.ready;
+		if (chunked) {
+			size_t skip = dv_unchunk_skip(&e->unchunk, in, s->resp.ready, &data);
+			u->in.start += (uint32_t)skip;
+			s->resp.ready -= skip;
+			in += skip;
+		}
+		enum dv_compress_op op = DV_COMPRESS_PROCESS;
+		if (data == 0) {
+			if (body_finished(&s->resp))
+				op = DV_COMPRESS_FINISH;
+			else if (!e->flushed && !u->readable)
+				op = DV_COMPRESS_FLUSH; /* the upstream paused: let the client see what we have */
+			else
+				break;
+		}
+		size_t used, made;
+		int rc = dv_compressor_run(e->comp, op, in, data, &used, dst + total, cap - total, &made);
+		if (rc < 0)
+			return -1;
+		u->in.start += (uint32_t)used;
+		s->resp.ready -= used;
+		if (chunked)
+			dv_unchunk_took(&e->unchunk, used);
+		total += made;
+		if (used)
+			e->flushed = false;
+		if (rc == 1)
+			e->stream_done = true;
+		else if (op == DV_COMPRESS_FLUSH && total < cap)
+			e->flushed = true;
+		if (!used && !made && op == DV_COMPRESS_PROCESS)
+			break;
+	}
+	if (u->in.start == u->in.end)
+		u->in.start = u->in.end = 0;
+	if (total) {
+		char head[32];
+		snprintf(head, sizeof head, "%08zx\r\n", total);
+		memcpy(z->data, head, CHUNK_HEAD);
+		z->end = (uint32_t)(CHUNK_HEAD + total);
+		memcpy(z->data + z->end, "\r\n", 2);
+		z->end += 2;
+	}
+	if (e->stream_done && !e->comp_done) {
+		memcpy(z->data + z->end, "0\r\n\r\n", 5);
+		z->end += 5;
+		e->comp_done = true;
+	}
+	return 0;
+}
+
+/* Sends the response head and compressed chunks. Returns 1 on progress, 0
+ * when blocked, -1 if the session was closed. */
+static int edge_pump_compressed(struct session *s, struct upconn *u)
+{
+	struct edge_state *e = s->edge;
+	bool progress = false;
+	for (int round = 0; round < 64; round++) {
+		size_t alen = buf_len(&s->out), blen = buf_len(&e->zout);
+		if (alen + blen > 0) {
+			if (!s->writable)
+				break;
+			ssize_t n = client_write(s, s->out.data + s->out.start, alen, e->zout.data + e->zout.start, blen);
+			if (n < 0) {
+				session_close(s);
+				return -1;
+			}
+			size_t hd = (size_t)n < alen ? (size_t)n : alen;
+			s->out.start += (uint32_t)hd;
+			if (s->out.start == s->out.end)
+				s->out.start = s->out.end = 0;
+			e->zout.start += (uint32_t)((size_t)n - hd);
+			s->bytes_out += (uint64_t)n;
+			if (n > 0) {
+				progress = true;
+				s->resp_head_sent = true;
+			}
+			if (buf_len(&s->out) + buf_len(&e->zout) > 0)
+				break;
+		}
+		if (e->comp_done)
+			break;
+		uint32_t before = u->in.start;
+		if (edge_compress_more(s, u) != 0) {
+			dv_log_warn("proxy", "compression failed; closing the response");
+			session_close(s);
+			return -1;
+		}
+		if (buf_len(&e->zout) == 0)
+			break;
+		progress = progress || u->in.start != before || buf_len(&e->zout) > 0;
+	}
+	return progress ? 1 : 0;
+}
+
+/* Sends the static file after its head. Returns 1 when the file is all
+ * sent, 2 on progress (call again), 0 when blocked, -1 if closed. */
+static int edge_pump_file(struct session *s)
+{
+	struct edge_state *e = s->edge;
+	if (e->file_left == 0) {
+		close(e->file_fd);
+		e->file_fd = -1;
+		return 1;
+	}
+	if (!s->writable)
+		return 0;
+	size_t want = e->file_left > (1u << 20) ? (1u << 20) : (size_t)e->file_left;
+	ssize_t n;
+	if (!s->tls) {
+		do
+			n = sendfile(s->io.fd, e->file_fd, &e->file_off, want);
+		while (n == -1 && errno == EINTR);
+		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			s->writable = false;
+			return 0;
+		}
+		if (n <= 0) {
+			session_close(s); /* client gone, or the file shrank under us */
+			return -1;
+		}
+		if ((size_t)n < want)
+			s->writable = false;
+		s->bytes_out += (uint64_t)n;
+	} else {
+		/* Transports that cannot sendfile (TLS): read into the output
+		 * buffer; pump_respond writes it through the normal path. */
+		buf_alloc(s->w, &s->out);
+		if (buf_len(&s->out) == 0)
+			s->out.start = s->out.end = 0;
+		size_t room = s->out.cap - s->out.end;
+		if (room == 0)
+			return 2; /* the output buffer is still being written */
+		if (want > room)
+			want = room;
+		do
+			n = pread(e->file_fd, s->out.data + s->out.end, want, e->file_off);
+		while (n == -1 && errno == EINTR);
+		if (n <= 0) {
+			session_close(s);
+			return -1;
+		}
+		s->out.end += (uint32_t)n;
+		e->file_off += n;
+	}
+	e->file_left -= (uint64_t)n;
+	s->last_client_ms = dv_loop_now(s->w->loop); /* progress: the read timeout restarts */
+	return 2;
 }
 
 /* ------------------------------------------------------------------ accept */

@@ -134,7 +134,8 @@ void dv_backend_connect_succeeded(struct dv_backend *b)
 struct path_route {
 	char *prefix; /* owned, starts with '/', no trailing '/' except for "/" itself */
 	size_t prefix_len;
-	struct dv_upstream_pool *pool; /* one reference held */
+	struct dv_upstream_pool *pool; /* one reference held; NULL for a static route */
+	struct dv_edge_policy *policy; /* one reference held, or NULL */
 };
 
 enum host_kind { HOST_EXACT, HOST_WILDCARD, HOST_ANY };
@@ -158,6 +159,7 @@ struct dv_route_table {
 	size_t nwildcards;
 	long any_index; /* -1 if no "*" route */
 	size_t nroutes;
+	char *edge_defaults; /* owned, or NULL */
 };
 
 struct dv_route_table *dv_route_table_new(void)
@@ -176,6 +178,7 @@ void dv_route_table_free(struct dv_route_table *table)
 		for (size_t j = 0; j < h->npaths; j++) {
 			free(h->paths[j].prefix);
 			dv_upstream_pool_unref(h->paths[j].pool);
+			dv_edge_policy_unref(h->paths[j].policy);
 		}
 		free(h->paths);
 		free(h->pattern);
@@ -183,7 +186,14 @@ void dv_route_table_free(struct dv_route_table *table)
 	free(table->hosts);
 	free(table->exact_slots);
 	free(table->wildcards);
+	free(table->edge_defaults);
 	free(table);
+}
+
+void dv_route_table_set_edge_defaults(struct dv_route_table *table, const char *options)
+{
+	free(table->edge_defaults);
+	table->edge_defaults = options && *options ? dv_xstrdup(options) : NULL;
 }
 
 size_t dv_route_table_count(const struct dv_route_table *table)
@@ -274,9 +284,19 @@ static int parse_host_pattern(const char *host, char *buf, size_t *len, enum hos
 int dv_route_table_add(struct dv_route_table *table, const char *host, const char *path,
                        struct dv_upstream_pool *pool, char **err)
 {
+	return dv_route_table_add_policy(table, host, path, pool, NULL, err);
+}
+
+int dv_route_table_add_policy(struct dv_route_table *table, const char *host, const char *path,
+                              struct dv_upstream_pool *pool, struct dv_edge_policy *policy, char **err)
+{
 	char pattern[MAX_HOST + 2];
 	size_t plen;
 	enum host_kind kind;
+	if (!pool && !(policy && policy->static_root)) {
+		*err = dv_xasprintf("route %s%s has neither replicas nor a static directory", host, path ? path : "");
+		return -1;
+	}
 	if (parse_host_pattern(host, pattern, &plen, &kind, err) != 0)
 		return -1;
 	if (!path || !*path)
@@ -347,7 +367,11 @@ int dv_route_table_add(struct dv_route_table *table, const char *host, const cha
 	h->paths[k].prefix = dv_xstrndup(path, path_len);
 	h->paths[k].prefix_len = path_len;
 	h->paths[k].pool = pool;
-	dv_upstream_pool_ref(pool);
+	h->paths[k].policy = policy;
+	if (pool)
+		dv_upstream_pool_ref(pool);
+	if (policy)
+		dv_edge_policy_ref(policy);
 	table->nroutes++;
 	return 0;
 }
@@ -364,11 +388,32 @@ static void find_same_pool(struct dv_upstream_pool *pool, void *arg)
 		f->found = pool;
 }
 
+/* Splits "ADDRS [KEY=VALUE...]": options start at the first blank-preceded
+ * word holding '=' (addresses never do). Returns the options or NULL. */
+static char *split_options(char *addrs)
+{
+	for (char *c = addrs; *c; c++) {
+		if (*c != ' ' && *c != '\t')
+			continue;
+		char *w = c;
+		while (*w == ' ' || *w == '\t')
+			w++;
+		size_t wl = strcspn(w, " \t,");
+		if (memchr(w, '=', wl)) {
+			*c = '\0';
+			return w;
+		}
+	}
+	return NULL;
+}
+
 int dv_route_table_add_spec(struct dv_route_table *table, const char *spec, enum dv_balance balance,
                             char **err)
 {
 	int rc = -1;
 	struct dv_upstream_pool *pool = NULL;
+	struct dv_edge_policy *policy = NULL;
+	char *opts = NULL;
 	char *copy = dv_xstrdup(spec);
 	char *eq = strchr(copy, '=');
 	if (!eq || eq == copy) {
@@ -377,11 +422,14 @@ int dv_route_table_add_spec(struct dv_route_table *table, const char *spec, enum
 	}
 	*eq = '\0';
 	char *hostpart = copy, *addrs = eq + 1;
+	char *route_opts = split_options(addrs);
 	/* trim spaces around both sides */
 	while (*hostpart == ' ' || *hostpart == '\t')
 		hostpart++;
 	for (char *e = eq - 1; e >= hostpart && (*e == ' ' || *e == '\t'); e--)
 		*e = '\0';
+	while (*addrs == ' ' || *addrs == '\t')
+		addrs++;
 	char *path = strchr(hostpart, '/');
 	char pathbuf[4096];
 	if (path) {
@@ -393,39 +441,71 @@ int dv_route_table_add_spec(struct dv_route_table *table, const char *spec, enum
 		*err = dv_xasprintf("bad route '%s': no host (use * for any host)", spec);
 		goto out;
 	}
-	pool = dv_upstream_pool_new(spec, balance);
-	char *save = NULL;
-	for (char *a = strtok_r(addrs, ",", &save); a; a = strtok_r(NULL, ",", &save)) {
-		while (*a == ' ' || *a == '\t')
-			a++;
-		size_t al = strlen(a);
-		while (al > 0 && (a[al - 1] == ' ' || a[al - 1] == '\t' || a[al - 1] == '\r'))
-			a[--al] = '\0';
-		if (!*a)
-			continue;
-		struct dv_sockaddr sa;
-		char *aerr = NULL;
-		if (dv_sockaddr_parse(a, false, &sa, &aerr) != 0) {
-			*err = dv_xasprintf("bad replica address '%s' in route '%s': %s", a, spec, aerr);
-			free(aerr);
+	bool is_static = strncmp(addrs, "static:", 7) == 0;
+	if (table->edge_defaults)
+		opts = dv_xstrdup(table->edge_defaults);
+	if (is_static) {
+		size_t l = strlen(addrs);
+		while (l > 0 && (addrs[l - 1] == ' ' || addrs[l - 1] == '\t' || addrs[l - 1] == '\r'))
+			addrs[--l] = '\0';
+		dv_edge_options_add(&opts, "static", addrs + 7);
+	}
+	if (route_opts) {
+		char *joined = dv_xasprintf("%s%s%s", opts ? opts : "", opts ? " " : "", route_opts);
+		free(opts);
+		opts = joined;
+	}
+	if (opts) {
+		char name[4400], *perr = NULL;
+		snprintf(name, sizeof name, "%s%s", hostpart, path ? path : "");
+		policy = dv_edge_policy_parse(opts, name, &perr);
+		if (!policy) {
+			*err = dv_xasprintf("route '%s': %s", spec, perr);
+			free(perr);
 			goto out;
 		}
-		dv_upstream_pool_add(pool, &sa);
 	}
-	if (pool->nbackends == 0) {
-		*err = dv_xasprintf("route '%s' has no replica (expected HOST[/PATH]=ADDR:PORT[,ADDR:PORT...])", spec);
-		goto out;
+	if (!is_static) {
+		pool = dv_upstream_pool_new(spec, balance);
+		char *save = NULL;
+		for (char *a = strtok_r(addrs, ",", &save); a; a = strtok_r(NULL, ",", &save)) {
+			while (*a == ' ' || *a == '\t')
+				a++;
+			size_t al = strlen(a);
+			while (al > 0 && (a[al - 1] == ' ' || a[al - 1] == '\t' || a[al - 1] == '\r'))
+				a[--al] = '\0';
+			if (!*a)
+				continue;
+			struct dv_sockaddr sa;
+			char *aerr = NULL;
+			if (dv_sockaddr_parse(a, false, &sa, &aerr) != 0) {
+				*err = dv_xasprintf("bad replica address '%s' in route '%s': %s", a, spec, aerr);
+				free(aerr);
+				goto out;
+			}
+			dv_upstream_pool_add(pool, &sa);
+		}
+		if (pool->nbackends == 0) {
+			*err = dv_xasprintf("route '%s' has no replica (expected HOST[/PATH]=ADDR:PORT[,ADDR:PORT...])",
+			                    spec);
+			goto out;
+		}
 	}
 	/* Share one pool between routes to the same replicas, so that least-conn
 	 * counts and ejections are per replica set, not per route. */
-	struct find_pool f = {.want = pool};
-	dv_route_table_each_pool(table, find_same_pool, &f);
-	struct dv_upstream_pool *use = f.found ? f.found : pool;
-	if (dv_route_table_add(table, hostpart, path, use, err) != 0)
+	struct dv_upstream_pool *use = NULL;
+	if (pool) {
+		struct find_pool f = {.want = pool};
+		dv_route_table_each_pool(table, find_same_pool, &f);
+		use = f.found ? f.found : pool;
+	}
+	if (dv_route_table_add_policy(table, hostpart, path, use, policy, err) != 0)
 		goto out;
 	rc = 0;
 out:
 	dv_upstream_pool_unref(pool);
+	dv_edge_policy_unref(policy);
+	free(opts);
 	free(copy);
 	return rc;
 }
@@ -476,7 +556,7 @@ void dv_route_table_each_pool(const struct dv_route_table *table,
 	for (size_t i = 0; i < table->nhosts; i++) {
 		for (size_t j = 0; j < table->hosts[i].npaths; j++) {
 			struct dv_upstream_pool *p = table->hosts[i].paths[j].pool;
-			bool seen = false;
+			bool seen = !p; /* static routes have no pool */
 			for (size_t a = 0; a <= i && !seen; a++) {
 				size_t lim = a == i ? j : table->hosts[a].npaths;
 				for (size_t b = 0; b < lim && !seen; b++)
@@ -488,23 +568,23 @@ void dv_route_table_each_pool(const struct dv_route_table *table,
 	}
 }
 
-static struct dv_upstream_pool *match_paths(const struct host_entry *h, const char *path, size_t path_len)
+static const struct path_route *match_paths(const struct host_entry *h, const char *path, size_t path_len)
 {
 	for (size_t j = 0; j < h->npaths; j++) {
 		const struct path_route *r = &h->paths[j];
 		if (r->prefix_len == 1)
-			return r->pool; /* "/" matches everything */
+			return r; /* "/" matches everything */
 		if (path_len < r->prefix_len || memcmp(path, r->prefix, r->prefix_len) != 0)
 			continue;
 		/* segment boundary: "/api" matches "/api", "/api/x", not "/apis" */
 		if (path_len == r->prefix_len || path[r->prefix_len] == '/')
-			return r->pool;
+			return r;
 	}
 	return NULL;
 }
 
-struct dv_upstream_pool *dv_route_table_match(const struct dv_route_table *table, const char *host,
-                                              size_t host_len, const char *path, size_t path_len)
+static const struct path_route *route_find(const struct dv_route_table *table, const char *host,
+                                           size_t host_len, const char *path, size_t path_len)
 {
 	char name[MAX_HOST + 1];
 	size_t n = 0;
@@ -529,17 +609,36 @@ struct dv_upstream_pool *dv_route_table_match(const struct dv_route_table *table
 		qpos++;
 	path_len = qpos;
 
-	struct dv_upstream_pool *pool;
+	const struct path_route *r;
 	long idx = exact_find(table, name, n);
-	if (idx >= 0 && (pool = match_paths(&table->hosts[idx], path, path_len)))
-		return pool;
+	if (idx >= 0 && (r = match_paths(&table->hosts[idx], path, path_len)))
+		return r;
 	for (size_t w = 0; w < table->nwildcards; w++) {
 		const struct host_entry *h = &table->hosts[table->wildcards[w]];
 		if (n > h->pattern_len && memcmp(name + n - h->pattern_len, h->pattern, h->pattern_len) == 0 &&
-		    (pool = match_paths(h, path, path_len)))
-			return pool;
+		    (r = match_paths(h, path, path_len)))
+			return r;
 	}
 	if (table->any_index >= 0)
 		return match_paths(&table->hosts[table->any_index], path, path_len);
 	return NULL;
+}
+
+struct dv_upstream_pool *dv_route_table_match(const struct dv_route_table *table, const char *host,
+                                              size_t host_len, const char *path, size_t path_len)
+{
+	const struct path_route *r = route_find(table, host, host_len, path, path_len);
+	return r ? r->pool : NULL;
+}
+
+bool dv_route_table_lookup(const struct dv_route_table *table, const char *host, size_t host_len,
+                           const char *path, size_t path_len, struct dv_upstream_pool **pool,
+                           struct dv_edge_policy **policy)
+{
+	const struct path_route *r = route_find(table, host, host_len, path, path_len);
+	if (!r)
+		return false;
+	*pool = r->pool;
+	*policy = r->policy;
+	return true;
 }

@@ -14,6 +14,7 @@
 #define DV_PROXY_ROUTER_H
 
 #include "core/util.h"
+#include "proxy/edge.h"
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -83,7 +84,20 @@ void dv_route_table_free(struct dv_route_table *table);
 int dv_route_table_add(struct dv_route_table *table, const char *host, const char *path,
                        struct dv_upstream_pool *pool, char **err);
 
-/* Parses one route spec "HOST[/PATH]=ADDR:PORT[,ADDR:PORT...]" and adds it.
+/* Like dv_route_table_add, with an edge policy (NULL = none: the plain
+ * proxy path). The table takes a reference on the policy. pool may be NULL
+ * when the policy serves a static directory. */
+int dv_route_table_add_policy(struct dv_route_table *table, const char *host, const char *path,
+                              struct dv_upstream_pool *pool, struct dv_edge_policy *policy, char **err);
+
+/* Edge options (docs/proxy.md) that every route added by add_spec/load_file
+ * from now on starts from; NULL or "" = none (routes without options of
+ * their own then get no policy). Copied. */
+void dv_route_table_set_edge_defaults(struct dv_route_table *table, const char *options);
+
+/* Parses one route spec "HOST[/PATH]=ADDR:PORT[,ADDR:PORT...] [KEY=VALUE...]"
+ * (or "HOST[/PATH]=static:/DIR [KEY=VALUE...]") and adds it; the KEY=VALUE
+ * options are edge options (docs/proxy.md).
  * Pools with identical replica sets within one table are shared. Addresses
  * may be names (resolved now, blocking). Returns 0 or -1 with *err. */
 int dv_route_table_add_spec(struct dv_route_table *table, const char *spec, enum dv_balance balance,
@@ -101,6 +115,13 @@ int dv_route_table_load_file(struct dv_route_table *table, const char *path, enu
  * table is) or NULL for "no route". */
 struct dv_upstream_pool *dv_route_table_match(const struct dv_route_table *table, const char *host,
                                               size_t host_len, const char *path, size_t path_len);
+
+/* Finds the route of a request (as dv_route_table_match). Returns false for
+ * "no route"; else sets *pool (NULL for a static route) and *policy (NULL
+ * for a route without one), both borrowed. */
+bool dv_route_table_lookup(const struct dv_route_table *table, const char *host, size_t host_len,
+                           const char *path, size_t path_len, struct dv_upstream_pool **pool,
+                           struct dv_edge_policy **policy);
 
 /* For each pool the table routes to (each once): calls fn. */
 void dv_route_table_each_pool(const struct dv_route_table *table,
