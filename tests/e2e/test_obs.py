@@ -679,6 +679,16 @@ def test_logs_filters_export_and_retention(tmp_path, obs_daemon):
     get(d.port, "/fail/3")
     wait_until(lambda: len(lines("--level", "error")) == 3, 10, what="the replica still logs")
 
+    # A time range reads the log files: history survives the replica (a restart
+    # replaces it; the daemon only keeps the new replica's lines in memory).
+    d.cli("restart", "web")
+    get(d.port, "/fail/4")
+    wait_until(lambda: len(lines("--level", "error", "--since", "1h")) == 4, 10, what="four error lines in the files")
+    assert len(lines("--level", "error")) == 1, "in memory: only the new replica's line"
+    rows = [json.loads(l) for l in lines("--level", "error", "--since", "1h", "--json")]
+    assert [r["line"].rsplit(" ", 1)[1] for r in rows] == ["/fail/1", "/fail/2", "/fail/3", "/fail/4"]
+    assert all(r["release"] == 1 and r["service"] == "web" and r["app"] == "obsapp" for r in rows)
+
 
 def test_firing_alerts_survive_a_restart_without_a_second_notification(tmp_path, obs_daemon):
     hook = Receiver()
