@@ -61,7 +61,8 @@ int dv_cli_logs(int argc, char **argv)
 	                            "  --level L         debug|info|warn|error and above (a line's own JSON level, else\n"
 	                            "                    a level word near its start, else info)\n"
 	                            "  --grep TEXT       lines containing TEXT (case-insensitive)\n"
-	                            "  --since T, --until T  a duration ago (30m, 2h, 7d), unix seconds or ISO time\n"
+	                            "  --since T, --until T  a duration ago (30m, 2h, 7d), unix seconds or ISO time; read from\n"
+	                            "                    the log files, so replaced replicas are included\n"
 	                            "  --output FILE     write there instead of stdout (with --json: an export)\n" COMMON_OPTS;
 	if (dv_cli_logs_extended(argc, argv))
 		return dv_cli_logs_ext(argc, argv);
