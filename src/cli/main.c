@@ -25,6 +25,7 @@ static const struct command commands[] = {
 	{"metrics", dv_cli_metrics, "history of a service or the host (--since 1h)"},
 	{"alerts", dv_cli_alerts, "alerts firing, pending and recently resolved"},
 	{"event", dv_cli_event, "record an event (backup.failed, certificate.expiry...)"},
+	{"registry", dv_cli_registry, "registry login HOST | logout HOST: credentials for image pulls"},
 	{"certs", dv_cli_certs, "certificates: domains, issuer, expiry, status, last error"},
 	{"daemon", dv_cli_daemon, "run the platform in the foreground"},
 	{"proxy", dv_cli_proxy, "run the reverse proxy alone, routes from flags or a file"},
