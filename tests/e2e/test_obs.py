@@ -749,3 +749,39 @@ def test_served_certificate_feeds_expiry_metric_and_alert(tmp_path, obs_daemon):
                 if a["rule"] == "certificate_expiring" and a["state"] == "firing"]
     a = wait_until(firing, 10, what="certificate_expiring for the served certificate")[0]
     assert a["subject"] == "shop.test" and 1 < a["value"] < 3
+
+
+def test_deploy_failure_and_rollback_are_notified(tmp_path, obs_daemon):
+    hook = Receiver()
+    try:
+        d = obs_daemon(args=["--metrics-listen", "off", "--health-timeout", "2s",
+                             "--notify", f"slack=http://127.0.0.1:{hook.port}/slack",
+                             "--notify", f"webhook=http://127.0.0.1:{hook.port}/hook"],
+                       env={"DAVIT_METRICS_INTERVAL": "1s"})
+        compose, _ = write_app(tmp_path / "app")
+        d.deploy(compose)  # release 1
+        # Release 2 never gets healthy (its health check sees an existing "sick" file).
+        text = open(compose).read()
+        with open(compose, "w") as f:
+            f.write(text.replace(f"SICK_FILE: {tmp_path / 'app' / 'sick'}", "SICK_FILE: /etc/hostname"))
+        r = d.deploy(compose, check=False)
+        assert r.returncode != 0, r.out
+        # Release 3 is fine again; then roll back to release 1.
+        with open(compose, "w") as f:
+            f.write(text.replace("run: /usr/bin/python3 app.py", "run: /usr/bin/python3 -u app.py"))
+        d.deploy(compose)
+        d.cli("rollback", "--app", "obsapp")
+
+        def events():
+            return [b["event"] for b in hook.got("/hook")]
+        wait_until(lambda: events().count("deploy.succeeded") >= 3 and "rollback.started" in events()
+                   and "deploy.failed" in events(), 15, what=f"deploy notifications (got {events()})")
+        failed = [b for b in hook.got("/hook") if b["event"] == "deploy.failed"][0]
+        assert failed["severity"] == "critical" and failed["fields"]["app"] == "obsapp"
+        assert "release 2" in failed["text"]
+        rb = [b for b in hook.got("/hook") if b["event"] == "rollback.started"][0]
+        assert rb["severity"] == "warning" and "release 1" in rb["text"]
+        slack = [b["text"] for b in hook.got("/slack")]
+        assert any("deploy FAILED" in t for t in slack) and any("rollback" in t for t in slack), slack
+    finally:
+        hook.close()
