@@ -754,7 +754,8 @@ def test_served_certificate_feeds_expiry_metric_and_alert(tmp_path, obs_daemon):
 def test_deploy_failure_and_rollback_are_notified(tmp_path, obs_daemon):
     hook = Receiver()
     try:
-        d = obs_daemon(args=["--metrics-listen", "off", "--health-timeout", "2s",
+        mport = free_port()
+        d = obs_daemon(args=["--metrics-listen", f"127.0.0.1:{mport}", "--health-timeout", "2s",
                              "--notify", f"slack=http://127.0.0.1:{hook.port}/slack",
                              "--notify", f"webhook=http://127.0.0.1:{hook.port}/hook"],
                        env={"DAVIT_METRICS_INTERVAL": "1s"})
@@ -783,5 +784,10 @@ def test_deploy_failure_and_rollback_are_notified(tmp_path, obs_daemon):
         assert rb["severity"] == "warning" and "release 1" in rb["text"]
         slack = [b["text"] for b in hook.got("/slack")]
         assert any("deploy FAILED" in t for t in slack) and any("rollback" in t for t in slack), slack
+        text = scrape(mport)[1]
+        assert sample(text, "davit_deploys_total", app="obsapp", result="succeeded") == 3
+        assert sample(text, "davit_deploys_total", app="obsapp", result="failed") == 1
+        assert sample(text, "davit_rollbacks_total", app="obsapp", kind="manual") == 1
+        assert sample(text, "davit_rollbacks_total", app="obsapp", kind="automatic") == 1
     finally:
         hook.close()
