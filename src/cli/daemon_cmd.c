@@ -23,6 +23,10 @@ static const char usage_text[] =
 	"  --health-timeout DUR   a new replica must pass its health check within this (default 60s)\n"
 	"  --drain-timeout DUR    in-flight requests of replaced replicas may take this long (default 30s)\n"
 	"  --deploy-timeout DUR   hard deadline of a whole deploy (default 15m)\n"
+	"  --docker-upstream MODE how the proxy reaches containers: 'address' (default: the container's\n"
+	"                         address on its app network) or 'loopback' (each replica's app port is\n"
+	"                         published on 127.0.0.1:<free port> and routed and probed there)\n"
+	"  --keep-images N        keep the images of the newest N releases per service (default 5)\n"
 	"\n"
 	"HTTPS and certificates (see 'davit certs'):\n"
 	"  --https ADDR:PORT|off  HTTPS listener (default 0.0.0.0:443 as root, 127.0.0.1:8443 otherwise;\n"
@@ -126,6 +130,20 @@ int dv_cli_daemon(int argc, char **argv)
 				o.drain_timeout_ms = ms;
 			else
 				o.deploy_timeout_ms = ms;
+		} else if (strcmp(a, "--docker-upstream") == 0 && i + 1 < argc) {
+			const char *m = argv[++i];
+			if (strcmp(m, "loopback") != 0 && strcmp(m, "address") != 0) {
+				fprintf(stderr, "davit daemon: --docker-upstream is 'address' or 'loopback'\n");
+				return 2;
+			}
+			o.docker_loopback = strcmp(m, "loopback") == 0;
+		} else if (strcmp(a, "--keep-images") == 0 && i + 1 < argc) {
+			uint64_t n;
+			if (dv_parse_uint(argv[++i], 1000, &n) != 0 || n == 0) {
+				fprintf(stderr, "davit daemon: --keep-images takes a number from 1 to 1000\n");
+				return 2;
+			}
+			o.keep_images = (unsigned)n;
 		} else {
 			fprintf(stderr, "davit daemon: unknown option or missing value '%s' (see --help)\n", a);
 			return 2;

@@ -3,6 +3,7 @@
 #ifndef DV_DAEMON_DAEMON_H
 #define DV_DAEMON_DAEMON_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -13,6 +14,8 @@ struct dv_daemon_options {
 	uint64_t health_timeout_ms;  /* 0: 60 s */
 	uint64_t drain_timeout_ms;   /* 0: 30 s */
 	uint64_t deploy_timeout_ms;  /* 0: 15 min */
+	bool docker_loopback;        /* --docker-upstream loopback (see dv_engine_config) */
+	unsigned keep_images;        /* --keep-images N; 0: 5 */
 
 	/* HTTPS (docs/ARCHITECTURE.md "Certificates") */
 	const char *https;           /* HTTPS listener "ADDR:PORT", NULL = none */
