@@ -311,6 +311,12 @@ def test_user_certificate_from_compose(tmp_path):
         r = h.getresponse()
         r.read()
         assert r.status == 301 and r.getheader("Location") == f"https://shop.test:{https_port}/x"
+        # new files at the same paths are served after the next route change (here: a restart)
+        before = tlsutil.cert_serial(https_port, "shop.test")
+        ca.leaf("shop.test", out_dir=str(app / "tls"))
+        d.cli("restart", "web")
+        wait_until(lambda: tlsutil.cert_serial(https_port, "shop.test") != before, 20, interval=0.2,
+                   what="the replaced x-davit.tls certificate to be served")
         # half a tls block is a compose error with its position
         (app / "compose.yml").write_text(COMPOSE.replace(
             "domains: [app.test, www.app.test, web.tlsapp.localhost]",
