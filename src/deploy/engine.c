@@ -1704,6 +1704,8 @@ static int deploy_start(struct dv_engine *e, const char *app_name, int64_t relea
 		free(terr);
 	}
 	event(e, app_name, "deploy.started", "release %lld (deployment %lld)", (long long)release, (long long)d->id);
+	if (is_rollback) /* counted and notified by obs */
+		event(e, app_name, "rollback.started", "back to release %lld", (long long)release);
 	dv_timer_set(e->config.loop, &d->deadline_timer, loop_now(e) + e->config.deploy_timeout_ms);
 	d->phase = D_START_NEXT;
 	deploy_step(d);
@@ -2450,6 +2452,8 @@ int dv_engine_ps(struct dv_engine *e, const char *app_name, bool json, struct dv
 						dv_json_uint(&j, r->restarts);
 						dv_json_key(&j, "rss_bytes");
 						dv_json_uint(&j, info.rss_bytes);
+						dv_json_key(&j, "cpu_ms");
+						dv_json_uint(&j, info.cpu_time_ms);
 						dv_json_key(&j, "health");
 						dv_json_string(&j, r->last_health);
 						dv_json_object_end(&j);

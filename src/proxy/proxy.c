@@ -23,6 +23,7 @@
 #include "core/loop.h"
 #include "core/strbuf.h"
 #include "http/http1.h"
+#include "metrics/metrics.h"
 #include "proxy/compress.h"
 #include "proxy/ratelimit.h"
 #include "proxy/static.h"
@@ -204,6 +205,7 @@ struct worker {
 	time_t log_sec;
 	char log_time[32];
 	struct dv_http1_field fields[MAX_FIELDS_CAP];
+	struct dv_metrics_shard *metrics; /* this worker's counters (NULL: metrics off) */
 };
 
 struct dv_proxy {
@@ -224,19 +226,21 @@ static void session_pump(struct session *s);
 static void session_close(struct session *s);
 static void session_arm_timer(struct session *s);
 static void upconn_close(struct upconn *u);
+/* The edge hooks stay out of line: the plain path keeps its code layout. */
+#define EDGE_HOOK __attribute__((noinline))
 static const char *edge_error_fields(struct session *s);
 static const char *edge_log_reason(const struct session *s);
-static bool edge_request(struct session *s, const struct dv_http1_request *r, const char *path, size_t path_len,
+EDGE_HOOK static bool edge_request(struct session *s, const struct dv_http1_request *r, const char *path, size_t path_len,
                          struct dv_edge_policy *policy, int n);
-static void edge_request_end(struct session *s);
+EDGE_HOOK static void edge_request_end(struct session *s);
 static void edge_session_free(struct session *s);
-static void edge_response_start(struct session *s, const struct dv_http1_response *r);
-static bool edge_response_field(struct session *s, const struct dv_http1_field *f, unsigned *seen);
-static void edge_response_fields(struct session *s, unsigned seen);
-static bool edge_body_too_large(struct session *s);
-static int edge_pump_compressed(struct session *s, struct upconn *u);
+EDGE_HOOK static void edge_response_start(struct session *s, const struct dv_http1_response *r);
+EDGE_HOOK static bool edge_response_field(struct session *s, const struct dv_http1_field *f, unsigned *seen);
+EDGE_HOOK static void edge_response_fields(struct session *s, unsigned seen);
+EDGE_HOOK static bool edge_body_too_large(struct session *s);
+EDGE_HOOK static int edge_pump_compressed(struct session *s, struct upconn *u);
 static bool edge_compressed_sent(const struct session *s);
-static int edge_pump_file(struct session *s);
+EDGE_HOOK static int edge_pump_file(struct session *s);
 
 /* ------------------------------------------------------------------ buffers */
 
@@ -322,6 +326,7 @@ void dv_proxy_config_default(struct dv_proxy_config *c)
 	c->eject_after = 3;
 	c->eject_for_ms = 10000;
 	c->access_log_path = "-";
+	c->metrics = true;
 }
 
 /* ------------------------------------------------------------------ access log */
@@ -849,6 +854,15 @@ static void request_end(struct session *s)
 	if (s->status == 0 && s->log_method)
 		s->status = 499; /* client went away before any response */
 	access_log_write(s);
+	if (s->w->metrics) {
+		unsigned slot = s->pool ? s->pool->metrics_slot : 0;
+		bool own_error = !s->resp_head_done && s->status >= 502 && s->status <= 504;
+		/* no status yet: the client went away first (499, as the access log says) */
+		dv_metrics_request(s->w->metrics, slot, s->status ? s->status : 499, dv_now_ns() - s->start_ns, s->bytes_in,
+		                   s->bytes_out, own_error);
+		if (s->pool)
+			dv_metrics_active(s->w->metrics, slot, -1);
+	}
 	if (s->policy)
 		edge_request_end(s);
 	if (s->backend) {
@@ -913,6 +927,8 @@ static void session_close(struct session *s)
 	if (s->next)
 		s->next->prev = s->prev;
 	w->nsessions--;
+	if (w->metrics)
+		dv_metrics_connections(w->metrics, w->nsessions, false);
 	s->free_next = w->free_sessions;
 	w->free_sessions = s;
 }
@@ -1269,6 +1285,8 @@ static bool session_try_request(struct session *s)
 	dv_upstream_pool_ref(pool);
 	atomic_fetch_add_explicit(&pool->inflight, 1, memory_order_relaxed);
 	s->pool = pool;
+	if (w->metrics)
+		dv_metrics_active(w->metrics, pool->metrics_slot, 1);
 
 	build_upstream_head(s, &r, path, path_len);
 	s->in.start += (uint32_t)n;
@@ -2027,15 +2045,6 @@ static bool edge_refuse(struct session *s, int n, int status, const char *reason
 	return true;
 }
 
-static const struct dv_http1_field *last_field(const struct dv_http1_head *h, const char *lower)
-{
-	const struct dv_http1_field *found = NULL;
-	for (size_t i = 0; i < h->nfields; i++)
-		if (field_is(&h->fields[i], lower))
-			found = &h->fields[i];
-	return found;
-}
-
 static void edge_append(void *arg, const void *data, size_t len)
 {
 	buf_append(arg, data, len);
@@ -2111,7 +2120,17 @@ static bool edge_request(struct session *s, const struct dv_http1_request *r, co
 	dv_edge_policy_ref(p);
 	s->policy = p;
 	const struct dv_http1_head *h = &r->head;
-	const struct dv_http1_field *f = s->trusted_peer ? last_field(h, "x-forwarded-for") : NULL;
+	/* One pass over the request fields for everything the policy reads. */
+	const struct dv_http1_field *xff = NULL, *authz = NULL, *range = NULL, *ae = NULL, *f;
+	for (size_t i = 0; i < h->nfields; i++) {
+		f = &h->fields[i];
+		switch (f->name_len) {
+		case 5: if (field_is(f, "range")) range = f; break;
+		case 13: if (field_is(f, "authorization") && !authz) authz = f; break;
+		case 15: if (field_is(f, "x-forwarded-for")) xff = f; else if (field_is(f, "accept-encoding") && !ae) ae = f; break;
+		}
+	}
+	f = s->trusted_peer ? xff : NULL;
 	dv_edge_client_ip(&s->peer, s->trusted_peer, f ? f->value : NULL, f ? f->value_len : 0, c->trusted,
 	                  c->ntrusted, &e->client);
 	uint64_t now = dv_loop_now(w->loop);
@@ -2128,7 +2147,7 @@ static bool edge_request(struct session *s, const struct dv_http1_request *r, co
 		return edge_refuse(s, n, 429, "rate_limited", "too many requests from this address; retry later");
 	}
 	if (p->nusers) {
-		f = dv_http1_find_field(h, "authorization");
+		f = authz;
 		bool ok = f && e->auth_policy == p && e->auth_len == f->value_len &&
 		          memcmp(e->auth_ok, f->value, f->value_len) == 0;
 		if (!ok && f && dv_edge_auth_ok(p, f->value, f->value_len)) {
@@ -2155,11 +2174,8 @@ static bool edge_request(struct session *s, const struct dv_http1_request *r, co
 	}
 	e->accept = DV_EDGE_ENC_IDENTITY;
 	e->vary = p->gzip || p->br; /* the answer depends on Accept-Encoding for compressible types */
-	if (e->vary && !s->http10 && !s->is_head && !dv_http1_find_field(h, "range")) {
-		f = dv_http1_find_field(h, "accept-encoding");
-		if (f)
-			e->accept = dv_edge_negotiate(f->value, f->value_len, p->gzip, p->br);
-	}
+	if (e->vary && !s->http10 && !s->is_head && !range && ae)
+		e->accept = dv_edge_negotiate(ae->value, ae->value_len, p->gzip, p->br);
 	if (p->static_root)
 		return edge_serve_static(s, r, path, path_len, n);
 	return false;
@@ -2204,16 +2220,26 @@ static void edge_response_start(struct session *s, const struct dv_http1_respons
 	struct edge_state *e = s->edge;
 	const struct dv_http1_head *h = &r->head;
 	edge_strike(s, r->status);
-	const struct dv_http1_field *ct = dv_http1_find_field(h, "content-type");
+	if (!e->vary)
+		return; /* compression is off on this route */
+	const struct dv_http1_field *ct = NULL, *cc = NULL, *f;
+	bool encoded = false;
+	for (size_t i = 0; i < h->nfields; i++) {
+		f = &h->fields[i];
+		switch (f->name_len) {
+		case 12: if (field_is(f, "content-type")) ct = f; break;
+		case 13: if (field_is(f, "content-range")) encoded = true; else if (field_is(f, "cache-control")) cc = f; break;
+		case 16: if (field_is(f, "content-encoding")) encoded = true; break;
+		}
+	}
 	bool compressible = ct && dv_edge_compressible_type(ct->value, ct->value_len);
-	e->vary = e->vary && compressible;
-	if (e->accept == DV_EDGE_ENC_IDENTITY || !compressible || s->tunnel || r->status < 200 ||
-	    r->status > 203 || dv_http1_find_field(h, "content-encoding") || dv_http1_find_field(h, "content-range"))
+	e->vary = compressible;
+	if (e->accept == DV_EDGE_ENC_IDENTITY || !compressible || encoded || s->tunnel || r->status < 200 ||
+	    r->status > 203)
 		return;
 	if (h->framing == DV_HTTP1_BODY_NONE ||
 	    (h->framing == DV_HTTP1_BODY_LENGTH && h->content_length < s->policy->compress_min))
 		return;
-	const struct dv_http1_field *cc = dv_http1_find_field(h, "cache-control");
 	if (cc && head_has_token(cc, "no-transform"))
 		return;
 	e->comp = dv_compressor_new(e->accept);
@@ -2229,13 +2255,13 @@ static bool edge_response_field(struct session *s, const struct dv_http1_field *
 	struct edge_state *e = s->edge;
 	if (dv_edge_drop_field(s->policy, f->name, f->name_len, seen))
 		return true;
-	if (e->vary && field_is(f, "vary") && head_has_token(f, "accept-encoding"))
+	if (e->vary && f->name_len == 4 && field_is(f, "vary") && head_has_token(f, "accept-encoding"))
 		e->vary = false; /* the upstream says it already */
 	if (!e->comp)
 		return false;
-	if (field_is(f, "content-length") || field_is(f, "accept-ranges"))
+	if ((f->name_len == 14 && field_is(f, "content-length")) || (f->name_len == 13 && field_is(f, "accept-ranges")))
 		return true;
-	if (field_is(f, "etag") && f->value_len > 0 && f->value[0] == '"') {
+	if (f->name_len == 4 && field_is(f, "etag") && f->value_len > 0 && f->value[0] == '"') {
 		/* The bytes differ from the upstream's: the validator becomes weak. */
 		buf_appends(&s->out, "ETag: W/");
 		buf_append(&s->out, f->value, f->value_len);
@@ -2485,6 +2511,8 @@ static void listener_event(struct dv_loop *loop, struct dv_io *io, uint32_t even
 			w->sessions->prev = s;
 		w->sessions = s;
 		w->nsessions++;
+		if (w->metrics)
+			dv_metrics_connections(w->metrics, w->nsessions, true);
 		session_pump(s);
 	}
 }
@@ -2686,6 +2714,8 @@ struct dv_proxy *dv_proxy_new(const struct dv_proxy_config *config, char **err)
 		if (getrandom(&w->rid_prefix, sizeof w->rid_prefix, 0) != sizeof w->rid_prefix)
 			w->rid_prefix = dv_now_ns() ^ ((uint64_t)i << 56);
 		w->log_buf = dv_xmalloc(ACCESS_LOG_FLUSH_AT * 2 + 16384);
+		if (config->metrics)
+			w->metrics = dv_metrics_shard_new();
 		size_t nl = config->nlisten + config->ntls_listen;
 		w->listeners = dv_xcalloc(nl ? nl : 1, sizeof *w->listeners);
 		for (size_t k = 0; k < nl; k++) {
@@ -2824,6 +2854,7 @@ void dv_proxy_free(struct dv_proxy *p)
 			free(w->buf_cache[k]);
 		free(w->idle);
 		free(w->log_buf);
+		dv_metrics_shard_free(w->metrics);
 		dv_tls_certset_unref(w->certs);
 		if (w->table && atomic_fetch_sub(&w->table->refs, 1) == 1) {
 			dv_route_table_free(w->table->table);
