@@ -16,6 +16,7 @@ pkgs=(
   python3-brotli                        # e2e: decoding brotli responses
   curl procps iproute2 util-linux       # tests and benchmarks: curl, ps, ss, taskset
   wrk nginx-light haproxy               # benchmarks (bench/): load generator and anchors
+  valgrind                              # bench/instructions.py: instructions per request
 )
 # The example stack (examples/penpal) runs on Node.js: any node on PATH will do.
 command -v node >/dev/null || pkgs+=(nodejs)
