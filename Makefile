@@ -14,7 +14,7 @@
 MODE     ?= release
 BUILD    := build/$(MODE)
 CC       ?= cc
-PKGS     := yaml-0.1 sqlite3 libcrypto libssl libcurl zlib libbrotlienc
+PKGS     := yaml-0.1 sqlite3 libcrypto libssl libcurl libsodium zlib libbrotlienc
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

@@ -16,6 +16,11 @@ pkgs=(
   python3-brotli                        # e2e: decoding brotli responses
   curl procps iproute2 util-linux       # tests and benchmarks: curl, ps, ss, taskset
   wrk nginx-light haproxy               # benchmarks (bench/): load generator and anchors
+  libcurl4-openssl-dev libsodium-dev    # Docker Engine API client; encrypted registry credentials
+  docker.io iptables                    # the Docker runtime (tests start dockerd themselves when none runs)
+  busybox-static                        # base images for the Docker tests (docker import; no Docker Hub)
+  docker-registry apache2-utils         # private registry with htpasswd auth (tests); htpasswd
+  docker-compose                        # bench/docker_deploy.py compares deploy times with it
   valgrind                              # bench/instructions.py: instructions per request
 )
 # The example stack (examples/penpal) runs on Node.js: any node on PATH will do.

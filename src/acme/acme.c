@@ -122,6 +122,12 @@ static void thread_publish(void *arg, const char *token, const char *keyauth)
 	a->config.publish_challenge(a->config.arg, token, keyauth);
 }
 
+static void thread_publish_alpn(void *arg, const char *domain, const char *keyauth)
+{
+	struct dv_acme *a = arg;
+	a->config.publish_alpn(a->config.arg, domain, keyauth);
+}
+
 static bool thread_sleep(void *arg, uint64_t ms)
 {
 	struct dv_acme *a = arg;
@@ -315,6 +321,7 @@ struct dv_acme *dv_acme_new(const struct dv_acme_config *config, char **err)
 	a->config.directory_url = dv_xstrdup(config->directory_url ? config->directory_url : DV_ACME_LETSENCRYPT);
 	a->config.ca_bundle = config->ca_bundle ? dv_xstrdup(config->ca_bundle) : NULL;
 	a->config.email = config->email ? dv_xstrdup(config->email) : NULL;
+	a->config.challenge_type = config->challenge_type ? dv_xstrdup(config->challenge_type) : NULL;
 	if (!a->config.renew_before_s)
 		a->config.renew_before_s = 30 * 86400;
 	if (!a->config.retry_base_ms)
@@ -326,6 +333,11 @@ struct dv_acme *dv_acme_new(const struct dv_acme_config *config, char **err)
 	a->timer.cb = timer_fired;
 	pthread_mutex_init(&a->lock, NULL);
 	pthread_cond_init(&a->cond, NULL);
+	if (a->config.challenge_type && strcmp(a->config.challenge_type, "http-01") != 0 &&
+	    (strcmp(a->config.challenge_type, "tls-alpn-01") != 0 || !config->publish_alpn)) {
+		*err = dv_xasprintf("unknown ACME challenge type '%s' (http-01 or tls-alpn-01)", config->challenge_type);
+		goto fail;
+	}
 	if (ensure_dir(a->certs_dir, err) != 0)
 		goto fail;
 	/* Certificates already on disk are served at once (after a restart). */
@@ -366,6 +378,8 @@ struct dv_acme *dv_acme_new(const struct dv_acme_config *config, char **err)
 		.email = a->config.email,
 		.account_key = a->account_key,
 		.publish_challenge = thread_publish,
+		.challenge_type = a->config.challenge_type,
+		.publish_alpn = a->config.publish_alpn ? thread_publish_alpn : NULL,
 		.sleep = thread_sleep,
 		.arg = a,
 	};
@@ -426,6 +440,7 @@ void dv_acme_free(struct dv_acme *a)
 	free((char *)a->config.directory_url);
 	free((char *)a->config.ca_bundle);
 	free((char *)a->config.email);
+	free((char *)a->config.challenge_type);
 	free(a->certs_dir);
 	free(a);
 }

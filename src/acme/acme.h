@@ -97,7 +97,12 @@ struct dv_acme_ca {
 	struct evp_pkey_st *account_key; /* borrowed */
 	/* Publishes / withdraws (keyauth NULL) an HTTP-01 token. */
 	void (*publish_challenge)(void *arg, const char *token, const char *keyauth);
-	/* Waits ms between polls; returns false when the exchange must stop. */
+	/* "tls-alpn-01": validate with TLS-ALPN-01 (RFC 8737) instead, through
+	 * publish_alpn (domain, keyauth or NULL to withdraw). NULL: http-01. */
+	const char *challenge_type;
+	void (*publish_alpn)(void *arg, const char *domain, const char *keyauth);
+	/* Waits ms between polls (0: not at all); returns false when the
+	 * exchange must stop (also polled during transfers). */
 	bool (*sleep)(void *arg, uint64_t ms);
 	void *arg;
 	/* Cached across exchanges (owned, freed by dv_acme_ca_dispose). */
@@ -125,6 +130,8 @@ struct dv_acme_config {
 	uint64_t retry_base_ms;        /* 0: 60 s */
 	uint64_t retry_max_ms;         /* 0: 6 h */
 	bool enabled;                  /* false: only user certificates, no CA is contacted */
+	const char *challenge_type;    /* NULL / "http-01", or "tls-alpn-01" (needs publish_alpn) */
+	void (*publish_alpn)(void *arg, const char *domain, const char *keyauth);
 	/* A challenge token is published (keyauth non-NULL) or withdrawn. Called
 	 * on the ACME thread; must be thread-safe. */
 	void (*publish_challenge)(void *arg, const char *token, const char *keyauth);

@@ -72,6 +72,14 @@ static size_t on_header(char *line, size_t size, size_t n, void *arg)
 	return len;
 }
 
+/* libcurl calls this about once a second during a transfer: a stopping
+ * manager aborts it (ca->sleep(arg, 0) answers "go on?" without waiting). */
+static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+	struct dv_acme_ca *ca = arg;
+	return ca->sleep(ca->arg, 0) ? 0 : 1;
+}
+
 /* One HTTP request. method "GET", "HEAD" or "POST" (body as JOSE JSON). */
 static int http(struct dv_acme_ca *ca, const char *method, const char *url, const char *body, struct response *r,
                 char **err)
@@ -96,6 +104,9 @@ static int http(struct dv_acme_ca *ca, const char *method, const char *url, cons
 	curl_easy_setopt(curl, CURLOPT_WRITEDATA, r);
 	curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(curl, CURLOPT_HEADERDATA, r);
+	curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+	curl_easy_setopt(curl, CURLOPT_XFERINFODATA, ca);
 	if (ca->ca_bundle)
 		curl_easy_setopt(curl, CURLOPT_CAINFO, ca->ca_bundle);
 	if (strcmp(method, "HEAD") == 0) {
@@ -332,25 +343,33 @@ static int authorize(struct dv_acme_ca *ca, const char *authz_url, char **err)
 		return 0; /* reused from an earlier order */
 	}
 	const char *token = NULL, *ch_url = NULL;
+	const char *type = ca->challenge_type ? ca->challenge_type : "http-01";
+	bool alpn = strcmp(type, "tls-alpn-01") == 0;
+	const char *domain = dv_jv_str(dv_jv_get(j, "identifier"), "value", NULL);
 	const struct dv_jv *chs = dv_jv_get(j, "challenges");
 	for (size_t i = 0; chs && chs->type == DV_JV_ARRAY && i < chs->len; i++) {
-		if (strcmp(dv_jv_str(&chs->items[i], "type", ""), "http-01") == 0) {
+		if (strcmp(dv_jv_str(&chs->items[i], "type", ""), type) == 0) {
 			token = dv_jv_str(&chs->items[i], "token", NULL);
 			ch_url = dv_jv_str(&chs->items[i], "url", NULL);
 		}
 	}
-	if (!token || !ch_url) {
-		*err = dv_xstrdup("the CA offered no http-01 challenge");
+	if (!token || !ch_url || (alpn && !domain)) {
+		*err = dv_xasprintf("the CA offered no %s challenge", type);
 		dv_jv_free(j);
 		return -1;
 	}
+	char *dom = domain ? dv_xstrdup(domain) : NULL;
 	char *thumb = dv_acme_thumbprint(ca->account_key);
 	char *keyauth = dv_xasprintf("%s.%s", token, thumb ? thumb : "");
 	char *tok = dv_xstrdup(token), *url = dv_xstrdup(ch_url);
 	dv_jv_free(j);
 	free(thumb);
-	ca->publish_challenge(ca->arg, tok, keyauth);
-	/* Tell the CA we are ready; then it fetches http://DOMAIN/.well-known/acme-challenge/TOKEN. */
+	if (alpn)
+		ca->publish_alpn(ca->arg, dom, keyauth);
+	else
+		ca->publish_challenge(ca->arg, tok, keyauth);
+	/* Tell the CA we are ready; then it fetches http://DOMAIN/.well-known/acme-challenge/TOKEN
+	 * (or connects to DOMAIN:443 with ALPN acme-tls/1). */
 	if (post(ca, url, "{}", false, &r, err) == 0) {
 		if (r.status != 200)
 			*err = problem(&r, "challenge");
@@ -363,7 +382,11 @@ static int authorize(struct dv_acme_ca *ca, const char *authz_url, char **err)
 		rc = done ? 0 : -1;
 		dv_jv_free(done);
 	}
-	ca->publish_challenge(ca->arg, tok, NULL);
+	if (alpn)
+		ca->publish_alpn(ca->arg, dom, NULL);
+	else
+		ca->publish_challenge(ca->arg, tok, NULL);
+	free(dom);
 	free(tok);
 	free(url);
 	free(keyauth);

@@ -23,6 +23,7 @@ int dv_cli_releases(int argc, char **argv);
 int dv_cli_rollback(int argc, char **argv);
 int dv_cli_service(int argc, char **argv); /* restart | stop | start */
 int dv_cli_down(int argc, char **argv);
+int dv_cli_registry(int argc, char **argv); /* registry login | logout (docker_cmd.c) */
 int dv_cli_certs(int argc, char **argv);
 
 /* ---- options shared by the commands that talk to the daemon (common.c) ---- */
@@ -33,7 +34,7 @@ struct dv_cli_common {
 	const char *file;      /* -f / --file */
 	const char *http;      /* --http */
 	const char *tail;      /* --tail */
-	bool json, follow, volumes;
+	bool json, follow, volumes, yes;
 	const char *positional[4];
 	int npositional;
 };
@@ -55,6 +56,9 @@ void dv_cli_url_encode(struct dv_strbuf *b, const char *s);
 const char *dv_cli_find_compose_file(const char *given);
 /* Deploys c->file (or the default) through the daemon; returns the exit status. */
 int dv_cli_deploy_file(const struct dv_cli_common *c);
+/* `davit down --volumes`: asks (unless --yes), stops the app, deletes its
+ * volumes (docker_cmd.c). Returns the exit status. */
+int dv_cli_down_volumes(const struct dv_cli_common *c);
 /* 0.0.0.0:80 as root, 127.0.0.1:8080 otherwise. */
 const char *dv_cli_default_http(void);
 

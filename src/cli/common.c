@@ -49,6 +49,8 @@ int dv_cli_parse_common(int argc, char **argv, struct dv_cli_common *c, const ch
 			c->follow = true;
 		} else if (strcmp(a, "--volumes") == 0) {
 			c->volumes = true;
+		} else if (strcmp(a, "--yes") == 0 || strcmp(a, "-y") == 0) {
+			c->yes = true;
 		} else if ((v = option_value(argc, argv, &i, "--state-dir"))) {
 			c->state_dir = v;
 		} else if ((v = option_value(argc, argv, &i, "--app"))) {

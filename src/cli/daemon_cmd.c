@@ -23,6 +23,10 @@ static const char usage_text[] =
 	"  --health-timeout DUR   a new replica must pass its health check within this (default 60s)\n"
 	"  --drain-timeout DUR    in-flight requests of replaced replicas may take this long (default 30s)\n"
 	"  --deploy-timeout DUR   hard deadline of a whole deploy (default 15m)\n"
+	"  --docker-upstream MODE how the proxy reaches containers: 'address' (default: the container's\n"
+	"                         address on its app network) or 'loopback' (each replica's app port is\n"
+	"                         published on 127.0.0.1:<free port> and routed and probed there)\n"
+	"  --keep-images N        keep the images of the newest N releases per service (default 5)\n"
 	"\n"
 	"HTTPS and certificates (see 'davit certs'):\n"
 	"  --https ADDR:PORT|off  HTTPS listener (default 0.0.0.0:443 as root, 127.0.0.1:8443 otherwise;\n"
@@ -31,6 +35,9 @@ static const char usage_text[] =
 	"  --acme-directory URL   ACME directory (default Let's Encrypt; 'staging' = its staging CA)\n"
 	"  --acme-ca-bundle FILE  CA certificates to trust for the ACME server's HTTPS (e.g. pebble's)\n"
 	"  --acme-email ADDR      account contact for expiry notices\n"
+	"  --acme-challenge http-01|tls-alpn-01   how the CA validates (default http-01 on the HTTP\n"
+	"                         listener; tls-alpn-01 answers on the HTTPS listener, for when port\n"
+	"                         80 is closed)\n"
 	"  --acme-renew-before DUR  renew this long before expiry (default 30 days; a third of the\n"
 	"                         lifetime for shorter certificates)\n"
 	"  --acme-retry DUR       first retry delay after a failure, doubling up to 6h (default 1m)\n"
@@ -83,6 +90,12 @@ int dv_cli_daemon(int argc, char **argv)
 			o.acme_ca_bundle = argv[++i];
 		} else if (strcmp(a, "--acme-email") == 0 && i + 1 < argc) {
 			o.acme_email = argv[++i];
+		} else if (strcmp(a, "--acme-challenge") == 0 && i + 1 < argc) {
+			o.acme_challenge = argv[++i];
+			if (strcmp(o.acme_challenge, "http-01") != 0 && strcmp(o.acme_challenge, "tls-alpn-01") != 0) {
+				fprintf(stderr, "davit daemon: --acme-challenge takes http-01 or tls-alpn-01\n");
+				return 2;
+			}
 		} else if (strcmp(a, "--acme") == 0) {
 			o.acme = 1;
 		} else if (strcmp(a, "--no-acme") == 0) {
@@ -117,6 +130,20 @@ int dv_cli_daemon(int argc, char **argv)
 				o.drain_timeout_ms = ms;
 			else
 				o.deploy_timeout_ms = ms;
+		} else if (strcmp(a, "--docker-upstream") == 0 && i + 1 < argc) {
+			const char *m = argv[++i];
+			if (strcmp(m, "loopback") != 0 && strcmp(m, "address") != 0) {
+				fprintf(stderr, "davit daemon: --docker-upstream is 'address' or 'loopback'\n");
+				return 2;
+			}
+			o.docker_loopback = strcmp(m, "loopback") == 0;
+		} else if (strcmp(a, "--keep-images") == 0 && i + 1 < argc) {
+			uint64_t n;
+			if (dv_parse_uint(argv[++i], 1000, &n) != 0 || n == 0) {
+				fprintf(stderr, "davit daemon: --keep-images takes a number from 1 to 1000\n");
+				return 2;
+			}
+			o.keep_images = (unsigned)n;
 		} else {
 			fprintf(stderr, "davit daemon: unknown option or missing value '%s' (see --help)\n", a);
 			return 2;

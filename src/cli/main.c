@@ -21,6 +21,7 @@ static const struct command commands[] = {
 	{"stop", dv_cli_service, "stop a service"},
 	{"start", dv_cli_service, "start a stopped service"},
 	{"down", dv_cli_down, "stop every service of the app"},
+	{"registry", dv_cli_registry, "registry login HOST | logout HOST: credentials for image pulls"},
 	{"certs", dv_cli_certs, "certificates: domains, issuer, expiry, status, last error"},
 	{"daemon", dv_cli_daemon, "run the platform in the foreground"},
 	{"proxy", dv_cli_proxy, "run the reverse proxy alone, routes from flags or a file"},

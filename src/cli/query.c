@@ -141,13 +141,17 @@ int dv_cli_service(int argc, char **argv)
 
 int dv_cli_down(int argc, char **argv)
 {
-	static const char usage[] = "usage: davit down [--app NAME] [--json]\n\n"
+	static const char usage[] = "usage: davit down [--app NAME] [--json] [--volumes [--yes]]\n\n"
 	                            "Stop every service of the app and remove its routes. Releases and data are kept;\n"
-	                            "'davit deploy' or 'davit rollback' brings it back.\n\n" COMMON_OPTS;
+	                            "'davit deploy' or 'davit rollback' brings it back.\n\n"
+	                            "  --volumes         also DELETE the app's named volumes (their data is gone); asks first\n"
+	                            "  --yes, -y         do not ask (scripts)\n" COMMON_OPTS;
 	struct dv_cli_common c;
 	int rc = parse(argc, argv, &c, usage, 0, false);
 	if (rc)
 		return rc < 0 ? 0 : rc;
+	if (c.volumes)
+		return dv_cli_down_volumes(&c);
 	char *t = dv_cli_target(&c, "/v1/down", NULL);
 	rc = dv_cli_call(&c, "POST", t, NULL);
 	free(t);

@@ -3781,10 +3781,10 @@ static const char *const service_unsupported[] = {
 	"devices", "dns", "dns_opt", "dns_search", "domainname", "external_links", "extends", "extra_hosts",
 	"gpus", "group_add", "hostname", "init", "ipc", "isolation", "links", "logging", "mac_address",
 	"mem_limit", "mem_reservation", "mem_swappiness", "memswap_limit", "network_mode", "oom_kill_disable",
-	"oom_score_adj", "pid", "pids_limit", "platform", "post_start", "pre_stop", "privileged", "profiles",
+	"oom_score_adj", "pid", "platform", "post_start", "pre_stop", "privileged", "profiles",
 	"provider", "pull_policy", "read_only", "runtime", "scale", "secrets", "security_opt", "shm_size",
-	"stdin_open", "stop_grace_period", "stop_signal", "storage_opt", "sysctls", "tmpfs", "tty", "ulimits",
-	"use_api_socket", "user", "userns_mode", "uts", "volumes_from", NULL};
+	"stdin_open", "storage_opt", "sysctls", "tmpfs", "tty", "ulimits",
+	"use_api_socket", "userns_mode", "uts", "volumes_from", NULL};
 
 static int parse_env_files(struct ctx *ctx, const struct ynode *n, struct dv_compose_service *svc,
                            struct tkvs *out)
@@ -3954,6 +3954,14 @@ static int parse_service(struct ctx *ctx, const struct ynode *key, const struct 
 			rc = parse_service_networks(ctx, v, svc);
 		} else if (key_is(k, "x-davit")) {
 			rc = parse_davit(ctx, v, svc, &at, &davit_port);
+		} else if (key_is(k, "user")) {
+			rc = set_string(ctx, v, "user", &svc->user);
+		} else if (key_is(k, "stop_signal")) {
+			rc = set_string(ctx, v, "stop_signal", &svc->stop_signal);
+		} else if (key_is(k, "stop_grace_period")) {
+			rc = get_duration(ctx, v, "stop_grace_period", &svc->stop_grace_ms);
+		} else if (key_is(k, "pids_limit")) {
+			rc = get_unsigned(ctx, v, "pids_limit", 1, 4194304, &svc->pids_limit);
 		} else {
 			warn_key(ctx, k, where, service_unsupported);
 		}
@@ -4354,6 +4362,8 @@ static void service_dispose(struct dv_compose_service *s)
 	strv_free(&s->command);
 	strv_free(&s->entrypoint);
 	free(s->working_dir);
+	free(s->user);
+	free(s->stop_signal);
 	strv_free(&s->env_files);
 	kv_free(s->environment, s->n_environment);
 	for (size_t i = 0; i < s->n_ports; i++) {

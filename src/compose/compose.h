@@ -22,6 +22,7 @@
  *     deploy.{replicas, resources.{limits,reservations}, update_config},
  *     labels (Traefik Host()/PathPrefix() router rules become domains, the
  *     loadbalancer.server.port label becomes the port), volumes, networks,
+ *     user, stop_grace_period, stop_signal, pids_limit,
  *     and x-davit {run, port, domains, health, static, tls {cert, key}}; edge keys of x-davit
  *     (headers, csp, hsts, rate_limit, compress, max_body, basic_auth, allow,
  *     deny, ban, spa, index, per_domain) and Traefik middleware labels
@@ -217,6 +218,10 @@ struct dv_compose_service {
 	size_t n_volumes;
 	struct dv_compose_service_network *networks; /* sorted by name; ["default"] if none given */
 	size_t n_networks;
+	char *user;                    /* container user ("1000", "app:app"), or NULL */
+	uint64_t stop_grace_ms;        /* stop_grace_period; 0: not set */
+	char *stop_signal;             /* "SIGQUIT"..., or NULL */
+	unsigned pids_limit;           /* 0: not set */
 
 	/* x-davit */
 	char *run;                     /* native shell command line, or NULL */

@@ -381,6 +381,16 @@ static void j_service(struct dv_strbuf *b, const struct dv_compose_service *s)
 	j_raw(b, "]", 1);
 
 	j_kstr(b, "working_dir", s->working_dir);
+	/* Container process settings, written only when set (so that the
+	 * releases of files without them keep their hashes). */
+	if (s->pids_limit)
+		j_kuint(b, "x_pids_limit", s->pids_limit);
+	if (s->stop_grace_ms)
+		j_kuint(b, "x_stop_grace_ms", s->stop_grace_ms);
+	if (s->stop_signal)
+		j_kstr(b, "x_stop_signal", s->stop_signal);
+	if (s->user)
+		j_kstr(b, "x_user", s->user);
 	j_raw(b, "}", 1);
 }
 

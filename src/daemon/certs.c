@@ -46,6 +46,18 @@ static void publish_challenge(void *arg, const char *token, const char *keyauth)
 	dv_tls_set_challenge(c->tls, token, keyauth);
 }
 
+static void publish_alpn(void *arg, const char *domain, const char *keyauth)
+{
+	struct dv_daemon_certs *c = arg;
+	char *err = NULL;
+	if (dv_tls_set_alpn_challenge(c->tls, domain, keyauth, &err) != 0) {
+		dv_log_error("certs", "TLS-ALPN-01 for %s: %s", domain, err);
+		free(err);
+	} else {
+		dv_log_info("certs", "TLS-ALPN-01 challenge for %s %s", domain, keyauth ? "published" : "withdrawn");
+	}
+}
+
 struct build {
 	struct dv_daemon_certs *c;
 	struct dv_tls_certset *set;
@@ -89,6 +101,8 @@ struct dv_daemon_certs *dv_daemon_certs_new(struct dv_loop *loop, const struct d
 		.retry_base_ms = o->acme_retry_base_ms,
 		.enabled = acme,
 		.publish_challenge = publish_challenge,
+		.challenge_type = o->acme_challenge,
+		.publish_alpn = publish_alpn,
 		.certs_changed = republish,
 		.arg = c,
 	};

@@ -1,4 +1,5 @@
 #include "daemon/daemon.h"
+#include "daemon/docker_api.h"
 
 #include "api/server.h"
 #include "core/alloc.h"
@@ -33,6 +34,7 @@ struct daemon {
 	struct dv_api_server *api;
 	struct dv_daemon_certs *certs;
 	struct dv_io signal_io;
+	const char *state_dir;
 	bool stopping;
 	int exit_status;
 };
@@ -243,6 +245,8 @@ static void handle_api(struct dv_api_request *req, void *arg)
 		free(err);
 		free(service);
 		free(tail);
+	} else if (strncmp(path, "/v1/volumes", 11) == 0 || strncmp(path, "/v1/registry/", 13) == 0) {
+		dv_daemon_docker_api(req, d->engine, d->state_dir, app);
 	} else if (get && strcmp(path, "/v1/certs") == 0) {
 		struct dv_strbuf out;
 		dv_strbuf_init(&out);
@@ -298,6 +302,7 @@ int dv_daemon_run(const struct dv_daemon_options *o)
 	struct daemon d;
 	memset(&d, 0, sizeof d);
 	d.signal_io.fd = -1;
+	d.state_dir = o->state_dir;
 	int pid_fd = -1;
 	char *run_dir = dv_xasprintf("%s/run", o->state_dir);
 	char *log_dir = dv_xasprintf("%s/logs", o->state_dir);
@@ -387,6 +392,8 @@ int dv_daemon_run(const struct dv_daemon_options *o)
 		.drain_timeout_ms = o->drain_timeout_ms ? o->drain_timeout_ms : 30000,
 		.deploy_timeout_ms = o->deploy_timeout_ms ? o->deploy_timeout_ms : 15 * 60000,
 		.port_base = 20000,
+		.docker_loopback = o->docker_loopback,
+		.keep_images = o->keep_images,
 		.domains_changed = dv_daemon_certs_domains,
 		.domains_arg = d.certs,
 	};

@@ -3,6 +3,7 @@
 #ifndef DV_DAEMON_DAEMON_H
 #define DV_DAEMON_DAEMON_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -13,6 +14,8 @@ struct dv_daemon_options {
 	uint64_t health_timeout_ms;  /* 0: 60 s */
 	uint64_t drain_timeout_ms;   /* 0: 30 s */
 	uint64_t deploy_timeout_ms;  /* 0: 15 min */
+	bool docker_loopback;        /* --docker-upstream loopback (see dv_engine_config) */
+	unsigned keep_images;        /* --keep-images N; 0: 5 */
 
 	/* HTTPS (docs/ARCHITECTURE.md "Certificates") */
 	const char *https;           /* HTTPS listener "ADDR:PORT", NULL = none */
@@ -21,6 +24,7 @@ struct dv_daemon_options {
 	const char *acme_directory;  /* NULL: Let's Encrypt production */
 	const char *acme_ca_bundle;  /* PEM file trusted for the CA's HTTPS, NULL: system */
 	const char *acme_email;      /* account contact, NULL: none */
+	const char *acme_challenge;  /* "http-01" (NULL) or "tls-alpn-01" */
 	uint64_t acme_renew_before_s; /* 0: 30 days */
 	uint64_t acme_retry_base_ms; /* 0: 60 s */
 	const char **certs;          /* user certificates "HOST=CERT,KEY" */

@@ -13,9 +13,11 @@
 #include "core/alloc.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "deploy/container.h"
 #include "deploy/plan.h"
 #include "health/health.h"
 #include "proxy/router.h"
+#include "runtime/mux.h"
 #include "runtime/process.h"
 #include "runtime/runtime.h"
 #include "store/store.h"
@@ -62,6 +64,8 @@ struct replica {
 	char last_health[256];
 	int last_exit;
 	bool has_exit;
+	char *adopt_id;       /* a running container to attach to at the next spawn (recovery) */
+	bool docker_unhealthy;/* its Docker HEALTHCHECK fails: not routed, whatever our probe says */
 };
 
 struct service {
@@ -94,7 +98,7 @@ struct app {
 	unsigned drain_gen;     /* route table generation that dropped them */
 };
 
-enum deploy_phase { D_START_NEXT, D_WAIT_HEALTHY, D_DRAIN, D_DONE };
+enum deploy_phase { D_START_NEXT, D_STOP_OLD, D_WAIT_HEALTHY, D_DRAIN, D_DONE };
 
 struct deploy {
 	struct app *app;
@@ -117,6 +121,9 @@ struct deploy {
 	bool rollback_of_release;    /* a rollback command (for the report) */
 	uint64_t last_healthy_ns;    /* when the current service's last new replica passed */
 	unsigned changed;
+	struct service **stopped_first; /* stop-first services whose old replicas this deploy stopped */
+	size_t nstopped_first;
+	struct dv_timer stop_old_timer;  /* D_STOP_OLD: polls until they are gone */
 };
 
 struct dv_engine {
@@ -138,6 +145,11 @@ struct dv_engine {
 	} *deferred;
 	size_t ndeferred;
 	struct dv_timer deferred_timer;
+	/* Running containers found at recovery (adopt_recovered): taken by the
+	 * replicas of the serving releases, the rest removed. */
+	struct dv_replica_ref *found;
+	size_t nfound;
+	bool *found_taken;
 };
 
 static unsigned publish_routes(struct dv_engine *e);
@@ -146,6 +158,7 @@ static void deploy_step(struct deploy *d);
 static void deploy_fail(struct deploy *d, const char *why);
 static void replica_stop(struct replica *r);
 static void shutdown_check(struct dv_loop *loop, struct dv_timer *t);
+static void prune_images(struct app *a);
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -315,7 +328,8 @@ static void record_replica(struct replica *r)
 	if (r->rt) {
 		struct dv_replica_info info;
 		char *err = NULL;
-		if (dv_runtime_inspect(e->rt, r->rt, &info, &err) == 0) {
+		/* A container's pid is not ours to kill at recovery: not recorded. */
+		if (!dv_mux_is_container(r->rt) && dv_runtime_inspect(e->rt, r->rt, &info, &err) == 0) {
 			rec.pid = info.pid;
 			rec.proc_start = info.start_ticks;
 		}
@@ -398,6 +412,7 @@ static void replica_free(struct replica *r)
 		dv_runtime_remove(e->rt, r->rt, &err);
 		free(err);
 	}
+	free(r->adopt_id);
 	free(r);
 }
 
@@ -497,6 +512,24 @@ static void fast_probe(struct dv_loop *loop, struct dv_timer *t)
 		dv_timer_set(loop, t, dv_loop_update_now(loop) + PROBE_FAST_MS);
 }
 
+/* Where the proxy and the health checks reach a replica: the driver's
+ * address for it (a container on its network), else 127.0.0.1:port. */
+static void replica_address(struct replica *r, struct dv_sockaddr *sa)
+{
+	struct dv_engine *e = r->svc->app->engine;
+	memset(sa, 0, sizeof *sa);
+	unsigned len = 0;
+	if (r->rt && dv_runtime_address(e->rt, r->rt, &sa->addr, &len) == 0) {
+		sa->len = len;
+		return;
+	}
+	struct sockaddr_in *sin = (struct sockaddr_in *)&sa->addr;
+	sin->sin_family = AF_INET;
+	sin->sin_port = htons(r->port);
+	sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sa->len = sizeof *sin;
+}
+
 static void start_health(struct replica *r)
 {
 	struct dv_engine *e = r->svc->app->engine;
@@ -513,11 +546,7 @@ static void start_health(struct replica *r)
 	}
 	struct dv_health_spec spec;
 	memset(&spec, 0, sizeof spec);
-	struct sockaddr_in *sin = (struct sockaddr_in *)&spec.target.addr;
-	sin->sin_family = AF_INET;
-	sin->sin_port = htons(r->port);
-	sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	spec.target.len = sizeof *sin;
+	replica_address(r, &spec.target);
 	char **env = NULL;
 	switch (p->health) {
 	case DV_PLAN_HEALTH_HTTP:
@@ -547,6 +576,98 @@ static void start_health(struct replica *r)
 		dv_timer_set(e->config.loop, &e->probe_timer, loop_now(e) + PROBE_FAST_MS);
 }
 
+/* A replica's runtime handle exists: it is starting. */
+static void replica_started(struct replica *r, const char *what)
+{
+	r->state = R_STARTING;
+	r->started_at = unix_ms();
+	r->has_exit = false;
+	snprintf(r->last_health, sizeof r->last_health, "%s", what);
+	record_replica(r);
+	log_subs_attach(r->svc->app->engine, r);
+}
+
+/* A container replica runs once its image is there and its start gates
+ * passed (docker.h): only then is it probed. */
+static void replica_running(struct dv_replica *handle, void *arg)
+{
+	struct replica *r = arg;
+	if (r->leaving || r->state != R_STARTING)
+		return;
+	if (r->svc->plan->health == DV_PLAN_HEALTH_NONE) {
+		health_changed(NULL, DV_HEALTH_HEALTHY, "running (no health check)", r);
+		return;
+	}
+	start_health(r);
+	record_replica(r);
+}
+
+/* Docker's own health check of a running container: routed only while
+ * both it and davit's probe pass. */
+static void replica_docker_health(struct dv_replica *handle, bool healthy, void *arg)
+{
+	struct replica *r = arg;
+	struct service *s = r->svc;
+	if (r->leaving || r->docker_unhealthy == !healthy)
+		return;
+	r->docker_unhealthy = !healthy;
+	enum replica_state before = r->state;
+	if (!healthy && r->state == R_HEALTHY) {
+		r->state = R_UNHEALTHY;
+		snprintf(r->last_health, sizeof r->last_health, "the container's Docker health check fails");
+	} else if (healthy && r->state == R_UNHEALTHY &&
+	           (!r->hc || dv_health_state(r->hc) == DV_HEALTH_HEALTHY)) {
+		r->state = R_HEALTHY;
+		snprintf(r->last_health, sizeof r->last_health, "the container's Docker health check passes again");
+	}
+	if (before == r->state)
+		return;
+	record_replica(r);
+	if (in_list(s->active, r))
+		publish_routes(s->app->engine);
+	if (r->state == R_UNHEALTHY && in_list(s->active, r))
+		event(s->app->engine, s->app->name, "replica.unhealthy", "%s#%u: %s", s->name, r->index, r->last_health);
+}
+
+static int container_spawn(struct replica *r, char **err)
+{
+	struct dv_engine *e = r->svc->app->engine;
+	const struct dv_plan_service *p = r->svc->plan;
+	struct dv_engine_cspec cs;
+	dv_engine_cspec_build(&cs, p, r->svc->app->name, r->release, r->index, r->port, e->config.docker_loopback,
+	                      e->config.health_timeout_ms, r->adopt_id);
+	char release[32], name[48];
+	snprintf(release, sizeof release, "%lld", (long long)r->release);
+	snprintf(name, sizeof name, "r%lld-%u", (long long)r->release, r->index);
+	char *log_dir = dv_xasprintf("%s/logs/%s", e->config.state_dir, r->svc->app->name);
+	struct dv_replica_spec spec = {
+		.app = r->svc->app->name,
+		.service = r->svc->name,
+		.release = release,
+		.index = r->index,
+		.name = name,
+		.env = cs.env,
+		.stop_timeout_ms = p->container->stop_timeout_ms ? p->container->stop_timeout_ms : 10000,
+		.memory_limit = p->memory_limit,
+		.cpu_limit = p->cpu_limit,
+		.container = &cs.spec,
+		.on_running = replica_running,
+		.on_health = replica_docker_health,
+		.log_dir = log_dir,
+	};
+	int rc = dv_runtime_start(e->rt, &spec, replica_exited, r, &r->rt, err);
+	dv_engine_cspec_dispose(&cs);
+	free(log_dir);
+	free(r->adopt_id);
+	r->adopt_id = NULL;
+	if (rc != 0) {
+		r->rt = NULL;
+		return -1;
+	}
+	replica_started(r, "starting (container)");
+	return 0;
+}
+
 static int replica_spawn(struct replica *r, char **err)
 {
 	struct dv_engine *e = r->svc->app->engine;
@@ -561,6 +682,8 @@ static int replica_spawn(struct replica *r, char **err)
 		free(rerr);
 		r->rt = NULL;
 	}
+	if (p->container)
+		return container_spawn(r, err);
 	char **env;
 	build_env(r, &env);
 	/* A simple command line ("node server.js") is exec'd by the shell, so the
@@ -593,12 +716,7 @@ static int replica_spawn(struct replica *r, char **err)
 		r->rt = NULL;
 		return -1;
 	}
-	r->state = R_STARTING;
-	r->started_at = unix_ms();
-	r->has_exit = false;
-	snprintf(r->last_health, sizeof r->last_health, "starting");
-	record_replica(r);
-	log_subs_attach(e, r);
+	replica_started(r, "starting");
 	start_health(r);
 	return 0;
 }
@@ -806,7 +924,9 @@ static void health_changed(struct dv_health_check *check, enum dv_health_state s
 	struct app *a = s->app;
 	snprintf(r->last_health, sizeof r->last_health, "%s", result ? result : "");
 	enum replica_state before = r->state;
-	if (state == DV_HEALTH_HEALTHY)
+	if (state == DV_HEALTH_HEALTHY && r->docker_unhealthy)
+		r->state = R_UNHEALTHY; /* Docker's own check still fails */
+	else if (state == DV_HEALTH_HEALTHY)
 		r->state = R_HEALTHY;
 	else if (state == DV_HEALTH_UNHEALTHY)
 		r->state = R_UNHEALTHY;
@@ -902,12 +1022,7 @@ static void add_service_routes(struct dv_route_table *t, struct service *s)
 		if (r->state != R_HEALTHY || r->leaving)
 			continue;
 		struct dv_sockaddr sa;
-		memset(&sa, 0, sizeof sa);
-		struct sockaddr_in *sin = (struct sockaddr_in *)&sa.addr;
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons(r->port);
-		sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		sa.len = sizeof *sin;
+		replica_address(r, &sa);
 		dv_upstream_pool_add(pool, &sa);
 	}
 	char *err = NULL;
@@ -1006,6 +1121,8 @@ static void deploy_free(struct deploy *d)
 	dv_timer_cancel(loop, &d->health_timer);
 	dv_timer_cancel(loop, &d->deadline_timer);
 	dv_timer_cancel(loop, &d->drain_timer);
+	dv_timer_cancel(loop, &d->stop_old_timer);
+	free(d->stopped_first);
 	dv_plan_free(d->plan);
 	free(d->switched);
 	free(d->added);
@@ -1169,8 +1286,40 @@ static void drain_poll(struct dv_loop *loop, struct dv_timer *t)
 	store_transition(d, DV_STORE_DEPLOY_SUCCEEDED, NULL);
 	event(a->engine, a->name, "deploy.succeeded", "release %lld (%u services replaced)", (long long)d->release,
 	      d->changed);
+	prune_images(a);
 	publish_routes(a->engine);
 	deploy_finish(d, true);
+}
+
+/* Images of releases beyond the newest keep_images go (the serving and
+ * previous releases' never), so that disks do not fill. */
+static void prune_images(struct app *a)
+{
+	struct dv_runtime *d = dv_mux_docker_if_any(a->engine->rt);
+	bool any = false;
+	for (size_t i = 0; a->plan && i < a->plan->n; i++)
+		if (a->plan->services[i].container)
+			any = true;
+	if (!d || !any)
+		return;
+	/* Kept: the serving and previous releases, and every release a replica
+	 * still runs (an unchanged service keeps its older release's image). */
+	size_t n = 0, cap = 8;
+	char **in_use = dv_xcalloc(cap, sizeof *in_use);
+	in_use[n++] = dv_xasprintf("%lld", (long long)a->release);
+	in_use[n++] = dv_xasprintf("%lld", (long long)(a->deploy ? a->deploy->previous : 0));
+	for (size_t i = 0; i < a->nservices; i++)
+		for (struct replica *r = a->services[i]->active; r; r = r->next) {
+			if (n + 2 > cap)
+				in_use = dv_xrealloc(in_use, (cap *= 2) * sizeof *in_use);
+			in_use[n++] = dv_xasprintf("%lld", (long long)r->release);
+		}
+	in_use[n] = NULL;
+	dv_docker_prune_images(d, a->name, a->engine->config.keep_images ? a->engine->config.keep_images : 5, in_use, NULL,
+	                       NULL);
+	for (size_t i = 0; i < n; i++)
+		free(in_use[i]);
+	free(in_use);
 }
 
 /* Moves a service's pending replicas into service: they become active, the
@@ -1211,6 +1360,13 @@ static void deploy_health_timeout(struct dv_loop *loop, struct dv_timer *t)
 {
 	struct deploy *d = dv_container_of(t, struct deploy, health_timer);
 	struct service *s = d->current;
+	/* A container still being built or pulled is not late yet: its own
+	 * start gates are bounded, the deploy's deadline bounds the rest. */
+	for (struct replica *r = s->pending; r; r = r->next)
+		if (s->plan->container && r->state == R_STARTING && !r->hc && r->rt) {
+			dv_timer_set(loop, t, dv_loop_update_now(loop) + d->app->engine->config.health_timeout_ms);
+			return;
+		}
 	struct dv_strbuf why;
 	dv_strbuf_init(&why);
 	dv_strbuf_printf(&why, "service %s: new replicas did not become healthy within %llu ms", s->name,
@@ -1249,6 +1405,59 @@ static int start_new_replicas(struct deploy *d, struct service *s, char **err)
 			return -1;
 	}
 	return 0;
+}
+
+static void stop_old_poll(struct dv_loop *loop, struct dv_timer *t);
+
+/* A stop-first service (containers with volumes or fixed host ports): its
+ * old replicas leave the route table and stop; the new ones start once
+ * they are gone (stop_old_poll). A failure starts the old release again. */
+static void stop_first_begin(struct deploy *d, struct service *s)
+{
+	struct dv_engine *e = d->app->engine;
+	dv_strbuf_printf(&d->report, "  %-12s stop-first: %s; its old replicas stopped before the new ones started\n",
+	                 s->name, s->plan->container->stop_first_why);
+	d->stopped_first = dv_xrealloc(d->stopped_first, (d->nstopped_first + 1) * sizeof *d->stopped_first);
+	d->stopped_first[d->nstopped_first++] = s;
+	struct replica *old = s->active;
+	s->active = NULL;
+	while (old) {
+		struct replica *r = old;
+		old = old->next;
+		r->next = s->retired;
+		s->retired = r;
+	}
+	unsigned gen = publish_routes(e);
+	for (struct replica *r = s->retired; r; r = r->next)
+		if (!r->leaving)
+			stop_after_routes(e, r, gen);
+	d->current = s;
+	d->phase = D_STOP_OLD;
+	dv_timer_set(e->config.loop, &d->stop_old_timer, loop_now(e) + DRAIN_POLL_MS);
+}
+
+static void stop_old_poll(struct dv_loop *loop, struct dv_timer *t)
+{
+	struct deploy *d = dv_container_of(t, struct deploy, stop_old_timer);
+	struct service *s = d->current;
+	if (d->phase != D_STOP_OLD)
+		return;
+	if (s->retired) {
+		dv_timer_set(loop, t, dv_loop_update_now(loop) + DRAIN_POLL_MS);
+		return;
+	}
+	char *err = NULL;
+	if (start_new_replicas(d, s, &err) != 0) {
+		char *why = dv_xasprintf("service %s: cannot start: %s", s->name, err);
+		free(err);
+		deploy_fail(d, why);
+		free(why);
+		return;
+	}
+	store_step(d, s->name, DV_STORE_STEP_WAITING_HEALTHY, NULL);
+	d->phase = D_WAIT_HEALTHY;
+	dv_timer_set(loop, &d->health_timer, dv_loop_update_now(loop) + d->app->engine->config.health_timeout_ms);
+	deploy_step(d);
 }
 
 /* Advances the deploy as far as it can go now. */
@@ -1294,6 +1503,10 @@ static void deploy_step(struct deploy *d)
 			s->stopped_by_user = false;
 			s->force_replace = false;
 			store_step(d, s->name, DV_STORE_STEP_STARTING, NULL);
+			if (p->container && p->container->stop_first && s->active) {
+				stop_first_begin(d, s);
+				return;
+			}
 			char *err = NULL;
 			if (start_new_replicas(d, s, &err) != 0) {
 				char *why = dv_xasprintf("service %s: cannot start: %s", s->name, err);
@@ -1363,6 +1576,29 @@ static void deploy_fail(struct deploy *d, const char *why)
 		const struct dv_plan_service *old = dv_plan_service(a->plan, s->name);
 		if (old)
 			s->plan = (struct dv_plan_service *)old;
+	}
+	/* Stop-first services without replicas now: their old release again. */
+	for (size_t k = 0; k < d->nstopped_first; k++) {
+		struct service *s = d->stopped_first[k];
+		if (s->active || !s->plan || !dv_plan_service(a->plan, s->name))
+			continue;
+		for (unsigned i = 0; i < s->plan->replicas; i++) {
+			char *rerr = NULL;
+			struct replica *r = replica_new(s, i, a->release, &rerr);
+			if (!r) {
+				free(rerr);
+				continue;
+			}
+			r->next = s->active;
+			s->active = r;
+			if (replica_spawn(r, &rerr) != 0) {
+				dv_log_error("engine", "%s/%s#%u: %s", a->name, s->name, i, rerr);
+				free(rerr);
+				r->state = R_BACKOFF;
+				dv_timer_set(e->config.loop, &r->restart_timer, loop_now(e) + 2000);
+			}
+		}
+		dv_strbuf_printf(&d->report, "  %-12s started release %lld again (stop-first)\n", s->name, (long long)a->release);
 	}
 	/* Services this deploy added: their replicas are stopping; drop them
 	 * from routing by giving them no plan port (they disappear once gone). */
@@ -1440,6 +1676,7 @@ static int deploy_start(struct dv_engine *e, const char *app_name, int64_t relea
 	d->health_timer.cb = deploy_health_timeout;
 	d->deadline_timer.cb = deploy_deadline;
 	d->drain_timer.cb = drain_poll;
+	d->stop_old_timer.cb = stop_old_poll;
 	dv_strbuf_init(&d->report);
 	if (warnings && *warnings)
 		dv_strbuf_puts(&d->report, warnings);
@@ -1473,11 +1710,13 @@ struct dv_engine *dv_engine_new(const struct dv_engine_config *config, char **er
 	 * one machine (tests, a staging daemon) rarely pick the same port at the
 	 * same moment (each port is checked free, but only just before use). */
 	e->next_port = (uint16_t)(e->config.port_base + (unsigned)getpid() * 37u % 10000u);
-	e->rt = dv_process_new(config->loop, NULL, err);
-	if (!e->rt) {
+	struct dv_runtime *process = dv_process_new(config->loop, NULL, err);
+	if (!process) {
 		free(e);
 		return NULL;
 	}
+	struct dv_docker_options dopts = {.state_dir = config->state_dir};
+	e->rt = dv_mux_new(config->loop, process, &dopts);
 	e->shutdown_check.cb = shutdown_check;
 	e->probe_timer.cb = fast_probe;
 	e->deferred_timer.cb = deferred_poll;
@@ -1619,6 +1858,77 @@ static bool service_was_stopped(struct dv_engine *e, const char *app, const char
 	return stopped && stopped > newest_event(e, app, "deploy.started", NULL);
 }
 
+/* A running container of replica `index` of that release, if recovery found
+ * one: its id (caller frees), and it counts as taken. */
+static char *adoptable_take(struct dv_engine *e, const char *app, const struct dv_plan_service *p, unsigned index,
+                            unsigned *port, int64_t *release)
+{
+	const char *service = p->name;
+	char *hash = dv_engine_spec_hash(p);
+	for (size_t i = 0; i < e->nfound; i++) {
+		const struct dv_replica_ref *f = &e->found[i];
+		/* The same definition (any release that did not change it), the same slot. */
+		if (e->found_taken[i] || !f->app || !f->service || !f->release || !f->id || !f->spec_hash ||
+		    strcmp(f->app, app) != 0 || strcmp(f->service, service) != 0 || strcmp(f->spec_hash, hash) != 0 ||
+		    f->index != index)
+			continue;
+		/* Loopback mode routes to the published port: one without it
+		 * (started in address mode) is replaced instead. */
+		if (e->config.docker_loopback && p->port && !f->loopback_port)
+			continue;
+		free(hash);
+		*port = f->loopback_port;
+		*release = strtoll(f->release, NULL, 10);
+		e->found_taken[i] = true;
+		dv_log_info("engine", "%s/%s#%u: adopting its running container %.12s (not restarted)", app, service, index,
+		            f->id);
+		return dv_xstrdup(f->id);
+	}
+	free(hash);
+	return NULL;
+}
+
+/* Recovery: lists davit's running containers (a blocking call, once, before
+ * the daemon serves) when some app's serving release has containers. */
+static void adoptable_find(struct dv_engine *e, const struct dv_store_app *apps, size_t napps)
+{
+	bool any = false;
+	for (size_t i = 0; i < napps && !any; i++) {
+		struct dv_store_release *rel = NULL;
+		char *err = NULL;
+		if (dv_store_release_current(e->config.store, apps[i].name, e->config.environment, &rel, &err) == 0 && rel &&
+		    strstr(rel->compose_json, "\"kind\":\"container\""))
+			any = true;
+		dv_store_release_free(rel);
+		free(err);
+	}
+	if (!any)
+		return;
+	char *err = NULL;
+	struct dv_runtime *d = dv_mux_docker(e->rt, &err);
+	if (!d || dv_runtime_list(d, NULL, 0, &e->found, &e->nfound, &err) != 0) {
+		dv_log_warn("engine", "cannot list running containers to adopt them: %s", err ? err : "?");
+		free(err);
+		return;
+	}
+	e->found_taken = dv_xcalloc(e->nfound + 1, sizeof *e->found_taken);
+}
+
+/* What recovery did not adopt goes: a container of an older or unfinished
+ * release, or of an app that is down. */
+static void adoptable_finish(struct dv_engine *e)
+{
+	struct dv_runtime *d = dv_mux_docker_if_any(e->rt);
+	for (size_t i = 0; d && i < e->nfound; i++)
+		if (!e->found_taken[i] && e->found[i].id)
+			dv_docker_remove_container(d, e->found[i].id);
+	dv_replica_refs_free(e->found, e->nfound);
+	free(e->found_taken);
+	e->found = NULL;
+	e->found_taken = NULL;
+	e->nfound = 0;
+}
+
 /* Starts the serving release of an app (daemon start). */
 static int app_start_current(struct dv_engine *e, const char *name, char **err)
 {
@@ -1650,6 +1960,15 @@ static int app_start_current(struct dv_engine *e, const char *name, char **err)
 			}
 			r->next = s->active;
 			s->active = r;
+			if (s->plan->container) {
+				unsigned port = 0;
+				int64_t adopted_release = 0;
+				r->adopt_id = adoptable_take(e, name, s->plan, k, &port, &adopted_release);
+				if (r->adopt_id && e->config.docker_loopback && s->plan->port)
+					r->port = (uint16_t)port; /* where it is published already */
+				if (r->adopt_id)
+					r->release = adopted_release; /* the release that started it (an unchanged service's) */
+			}
 			if (replica_spawn(r, &rerr) != 0) {
 				dv_log_error("engine", "%s/%s#%u: %s", name, s->name, k, rerr);
 				free(rerr);
@@ -1720,9 +2039,11 @@ int dv_engine_recover(struct dv_engine *e, char **err)
 		event(e, deps[i].app, "deploy.interrupted", "deployment %lld of release %lld was interrupted by a daemon "
 		      "restart and rolled back", (long long)deps[i].id, (long long)deps[i].release);
 	}
-	/* 3. Every app's serving release runs again. */
+	/* 3. Every app's serving release runs again (running containers of it
+	 * are adopted). */
 	if (dv_store_app_list(e->config.store, &apps, &napps, err) != 0)
 		goto out;
+	adoptable_find(e, apps, napps);
 	for (size_t i = 0; i < napps; i++) {
 		char *aerr = NULL;
 		if (app_start_current(e, apps[i].name, &aerr) != 0) {
@@ -1730,6 +2051,7 @@ int dv_engine_recover(struct dv_engine *e, char **err)
 			free(aerr);
 		}
 	}
+	adoptable_finish(e);
 	publish_routes(e);
 	rc = 0;
 out:
@@ -1783,6 +2105,30 @@ static int find_service_key(const char *path, const char *name, unsigned *line_o
 	return rc;
 }
 
+/* A plan with containers needs a reachable engine: say so now, in one
+ * sentence, rather than as a replica that failed to start. */
+static int engine_check_docker(struct dv_engine *e, const struct dv_plan *plan, char **err)
+{
+	for (size_t i = 0; i < plan->n; i++) {
+		if (!plan->services[i].container)
+			continue;
+		struct dv_runtime *d = dv_mux_docker(e->rt, err);
+		return d ? dv_docker_check(d, err) : -1;
+	}
+	return 0;
+}
+
+const char *dv_engine_app_name(struct dv_engine *e, const char *app, char **err)
+{
+	struct app *a = app_pick(e, app, err);
+	return a ? a->name : NULL;
+}
+
+struct dv_runtime *dv_engine_docker(struct dv_engine *e, char **err)
+{
+	return dv_mux_docker(e->rt, err);
+}
+
 int dv_engine_deploy_file(struct dv_engine *e, const char *path, const char *const *env_list,
                           dv_engine_done_cb done, void *arg, char **err)
 {
@@ -1805,10 +2151,34 @@ int dv_engine_deploy_file(struct dv_engine *e, const char *path, const char *con
 	}
 	size_t len;
 	json = dv_compose_project_to_json(project, &len);
+	{
+		/* Build contexts are part of the release (a changed context is a
+		 * changed service). */
+		size_t dlen;
+		char *bad = NULL;
+		char *with = dv_plan_add_build_digests(json, len, &dlen, &bad, err);
+		if (!with) {
+			unsigned line = 0, col = 0;
+			if (bad && find_service_key(path, bad, &line, &col) == 0) {
+				char *e2 = dv_xasprintf("%s:%u:%u: %s", path, line, col, *err);
+				free(*err);
+				*err = e2;
+			}
+			free(bad);
+			goto out;
+		}
+		free(json);
+		json = with;
+		len = dlen;
+	}
 	/* Check that it is something we can run before storing it. */
 	struct dv_plan *plan = dv_plan_from_json(json, len, e->config.environment, err);
 	if (!plan)
 		goto out;
+	if (engine_check_docker(e, plan, err) != 0) {
+		dv_plan_free(plan);
+		goto out;
+	}
 	for (size_t i = 0; i < plan->n; i++) {
 		if (plan->services[i].unsupported) {
 			unsigned line = 0, col = 0;

@@ -49,6 +49,11 @@ struct dv_engine_config {
 	uint64_t drain_timeout_ms;   /* old replicas' in-flight requests (30 s) */
 	uint64_t deploy_timeout_ms;  /* hard deadline of a whole deploy (15 min) */
 	uint16_t port_base;          /* replica ports are allocated from here (20000) */
+	/* Containers (image:/build: services): by default the proxy reaches a
+	 * replica at its address on the app network; with docker_loopback, at
+	 * the app port published on 127.0.0.1:<its replica port>. */
+	bool docker_loopback;
+	unsigned keep_images;        /* images of this many newest releases are kept per service (5) */
 	/* After each route publication: every host name the services' domains
 	 * name (deduplicated, without paths) with the service's x-davit.tls
 	 * files (or NULL), for certificates. May be NULL. */
@@ -93,6 +98,14 @@ int dv_engine_service_action(struct dv_engine *engine, const char *app, const ch
 
 /* Stops every replica of an app and removes its routes (releases are kept). */
 int dv_engine_down(struct dv_engine *engine, const char *app, dv_engine_done_cb done, void *arg, char **err);
+
+/* The docker driver (created on first use): for `davit down --volumes` and
+ * the like. NULL with *err if it cannot be created. */
+struct dv_runtime *dv_engine_docker(struct dv_engine *engine, char **err);
+
+/* The app's name: `app`, or the only app when app is NULL/empty. Borrowed
+ * (valid until the app goes). NULL with *err (unknown, none, several). */
+const char *dv_engine_app_name(struct dv_engine *engine, const char *app, char **err);
 
 /* Reports (synchronous): appended to out as text or JSON. app NULL: all apps
  * (ps) or the only app (releases). Returns 0 or -1 with *err (unknown app). */

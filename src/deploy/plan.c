@@ -71,11 +71,10 @@ static int service_from_json(struct dv_plan_service *s, const char *name, const 
 	s->json = dv_strbuf_steal(&b);
 	const char *kind = dv_jv_str(j, "kind", "");
 	bool is_static = strcmp(kind, "static") == 0 && dv_jv_str(j, "static", NULL);
-	if (strcmp(kind, "native") != 0 && !is_static) {
-		s->unsupported = dv_xasprintf(
-			"service '%s' is a %s service: this davit runs native services only (give it x-davit.run: "
-			"COMMAND); the Docker runtime comes next",
-			name, strcmp(kind, "static") == 0 ? "static-files" : "container (image/build)");
+	if (strcmp(kind, "native") != 0 && strcmp(kind, "container") != 0 && !is_static) {
+		s->unsupported = dv_xasprintf("service '%s' is of a kind this davit cannot run ('%s'): give it x-davit.run "
+		                              "(a command), x-davit.static (a directory), or an image/build",
+		                              name, kind);
 	}
 	s->run = dup_or_null(dv_jv_str(j, "run", NULL));
 	s->workdir = dup_or_null(dv_jv_str(j, "working_dir", NULL));
@@ -208,7 +207,7 @@ static int service_from_json(struct dv_plan_service *s, const char *name, const 
 		s->health = DV_PLAN_HEALTH_NONE;
 		return 0;
 	}
-	if (!s->unsupported && (!s->run || !*s->run)) {
+	if (!s->unsupported && strcmp(kind, "container") != 0 && (!s->run || !*s->run)) {
 		*err = dv_xasprintf("service '%s' has no x-davit.run command", name);
 		return -1;
 	}
@@ -232,6 +231,7 @@ static void service_dispose(struct dv_plan_service *s)
 	free(s->edge);
 	strv_free(s->edge_domains);
 	strv_free(s->depends_on);
+	dv_plan_container_free(s->container);
 }
 
 struct dv_plan *dv_plan_from_json(const char *json, size_t len, const char *environment, char **err)
@@ -258,6 +258,9 @@ struct dv_plan *dv_plan_from_json(const char *json, size_t len, const char *envi
 		}
 		plan->n++;
 		if (service_from_json(&plan->services[plan->n - 1], sname, sj, environment, err) != 0)
+			goto fail;
+		if (strcmp(dv_jv_str(sj, "kind", ""), "container") == 0 &&
+		    dv_plan_container_parse(&plan->services[plan->n - 1], root, sj, err) != 0)
 			goto fail;
 	}
 	dv_jv_free(root);

@@ -1831,6 +1831,11 @@ static bool pump_tls_handshake(struct session *s)
 	}
 	if (r == 0)
 		return false;
+	if (dv_tls_conn_is_acme(s->ssl)) { /* a CA validated TLS-ALPN-01: no HTTP follows */
+		s->tls_done = true;
+		session_linger(s);
+		return true;
+	}
 	s->tls_done = true;
 	s->readable = true; /* the first request may already be decrypted in OpenSSL's buffer */
 	return true;

@@ -44,6 +44,11 @@ struct challenge {
 	char *token, *keyauth;
 };
 
+struct alpn_challenge {
+	char *domain;
+	SSL_CTX *ctx; /* self-signed, with the acmeIdentifier extension */
+};
+
 struct cert_name {
 	char *name;   /* lower case; "*.example.com" for wildcards */
 	SSL_CTX *ctx; /* borrowed from the set's ctxs */
@@ -67,14 +72,19 @@ struct dv_tls {
 	struct ticket_key keys[DV_TLS_TICKET_KEYS]; /* [0] encrypts; all decrypt */
 	struct challenge *challenges;
 	size_t nchallenges;
+	struct alpn_challenge *alpn; /* TLS-ALPN-01 certificates by domain */
+	size_t nalpn;
+	atomic_size_t alpn_count;    /* nalpn, read without the lock on every handshake */
 };
 
 static int set_index = -1;
+static int acme_index = -1; /* set on a connection switched to a TLS-ALPN-01 certificate */
 static pthread_once_t index_once = PTHREAD_ONCE_INIT;
 
 static void make_index(void)
 {
 	set_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+	acme_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 }
 
 static const char *ssl_error_text(void)
@@ -136,8 +146,93 @@ static SSL_CTX *set_find(const struct dv_tls_certset *set, const char *host, siz
 	return hit ? hit->ctx : NULL;
 }
 
+/* TLS-ALPN-01 (RFC 8737): a ClientHello that offers only-or-also
+ * "acme-tls/1" for a domain with a published challenge gets that domain's
+ * challenge certificate. This runs before SNI and ALPN processing; with no
+ * challenge published it costs one atomic load. */
+static bool alpn_offers(const unsigned char *p, size_t len, const char *proto)
+{
+	size_t plen = strlen(proto);
+	if (len < 2)
+		return false;
+	size_t list = (size_t)p[0] << 8 | p[1];
+	p += 2;
+	len -= 2;
+	if (list > len)
+		return false;
+	for (size_t i = 0; i < list;) {
+		size_t n = p[i];
+		if (i + 1 + n > list)
+			return false;
+		if (n == plen && memcmp(p + i + 1, proto, n) == 0)
+			return true;
+		i += 1 + n;
+	}
+	return false;
+}
+
+/* The host_name of a server_name extension, copied into out (lower case). */
+static bool sni_name(const unsigned char *p, size_t len, char *out, size_t cap)
+{
+	if (len < 5)
+		return false;
+	size_t list = (size_t)p[0] << 8 | p[1];
+	if (list + 2 > len || p[2] != 0 /* host_name */)
+		return false;
+	size_t n = (size_t)p[3] << 8 | p[4];
+	if (n == 0 || n + 5 > len || n >= cap)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		out[i] = (char)((p[5 + i] >= 'A' && p[5 + i] <= 'Z') ? p[5 + i] + 32 : p[5 + i]);
+	out[n] = '\0';
+	return true;
+}
+
+static int client_hello_cb(SSL *ssl, int *alert, void *arg)
+{
+	struct dv_tls *tls = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+	if (!tls || atomic_load_explicit(&tls->alpn_count, memory_order_relaxed) == 0)
+		return SSL_CLIENT_HELLO_SUCCESS;
+	const unsigned char *alpn, *sni;
+	size_t alen, slen;
+	char name[256];
+	if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_application_layer_protocol_negotiation, &alpn, &alen) ||
+	    !alpn_offers(alpn, alen, "acme-tls/1") ||
+	    !SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &sni, &slen) || !sni_name(sni, slen, name, sizeof name))
+		return SSL_CLIENT_HELLO_SUCCESS;
+	pthread_mutex_lock(&tls->lock);
+	for (size_t i = 0; i < tls->nalpn; i++) {
+		if (strcmp(tls->alpn[i].domain, name) == 0) {
+			SSL_set_SSL_CTX(ssl, tls->alpn[i].ctx);
+			SSL_set_ex_data(ssl, acme_index, tls);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&tls->lock);
+	return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+static int alpn_select_acme(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+                            unsigned int inlen, void *arg)
+{
+	for (unsigned i = 0; i < inlen;) {
+		unsigned n = in[i];
+		if (i + 1 + n > inlen)
+			break;
+		if (n == 10 && memcmp(in + i + 1, "acme-tls/1", 10) == 0) {
+			*out = in + i + 1;
+			*outlen = (unsigned char)n;
+			return SSL_TLSEXT_ERR_OK;
+		}
+		i += 1 + n;
+	}
+	return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
 static int servername_cb(SSL *ssl, int *alert, void *arg)
 {
+	if (SSL_get_ex_data(ssl, acme_index))
+		return SSL_TLSEXT_ERR_OK; /* a TLS-ALPN-01 validation keeps its certificate */
 	const struct dv_tls_certset *set = SSL_get_ex_data(ssl, set_index);
 	const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
 	SSL_CTX *ctx = name ? set_find(set, name, strlen(name)) : NULL;
@@ -258,6 +353,7 @@ static SSL_CTX *ctx_new(struct dv_tls *tls, char **err)
 	SSL_CTX_set_read_ahead(ctx, 1);
 	SSL_CTX_set_app_data(ctx, tls);
 	SSL_CTX_set_tlsext_servername_callback(ctx, servername_cb);
+	SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, NULL);
 	return ctx;
 }
 
@@ -291,6 +387,11 @@ void dv_tls_free(struct dv_tls *tls)
 		free(tls->challenges[i].keyauth);
 	}
 	free(tls->challenges);
+	for (size_t i = 0; i < tls->nalpn; i++) {
+		free(tls->alpn[i].domain);
+		SSL_CTX_free(tls->alpn[i].ctx);
+	}
+	free(tls->alpn);
 	OPENSSL_cleanse(tls->keys, sizeof tls->keys);
 	pthread_mutex_destroy(&tls->lock);
 	free(tls);
@@ -532,6 +633,109 @@ char *dv_tls_challenge(struct dv_tls *tls, const char *token, size_t len)
 	}
 	pthread_mutex_unlock(&tls->lock);
 	return out;
+}
+
+/* The challenge certificate: self-signed for `domain`, with the critical
+ * id-pe-acmeIdentifier extension holding SHA-256(key authorization). */
+static SSL_CTX *alpn_ctx_new(struct dv_tls *tls, const char *domain, const char *keyauth, char **err)
+{
+	EVP_PKEY *key = EVP_EC_gen("P-256");
+	X509 *x = X509_new();
+	GENERAL_NAMES *gens = sk_GENERAL_NAME_new_null();
+	GENERAL_NAME *g = GENERAL_NAME_new();
+	ASN1_IA5STRING *ia5 = ASN1_IA5STRING_new();
+	ASN1_OCTET_STRING *digest = ASN1_OCTET_STRING_new(), *wrapped = ASN1_OCTET_STRING_new();
+	ASN1_OBJECT *oid = OBJ_txt2obj("1.3.6.1.5.5.7.1.31", 1);
+	X509_EXTENSION *ext = NULL;
+	unsigned char *der = NULL;
+	SSL_CTX *ctx = NULL;
+	unsigned char md[32];
+	unsigned int mdlen = 0;
+	char *cerr = NULL;
+	if (!key || !x || !gens || !g || !ia5 || !digest || !wrapped || !oid ||
+	    EVP_Digest(keyauth, strlen(keyauth), md, &mdlen, EVP_sha256(), NULL) != 1)
+		goto out;
+	X509_set_version(x, X509_VERSION_3); /* extensions need v3 (Go's parser, for one, ignores them otherwise) */
+	ASN1_INTEGER_set(X509_get_serialNumber(x), (long)(dv_now_ns() & 0x7fffffff));
+	X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+	X509_gmtime_adj(X509_getm_notAfter(x), 7 * 86400);
+	X509_NAME_add_entry_by_NID(X509_get_subject_name(x), NID_commonName, MBSTRING_ASC, (const unsigned char *)domain,
+	                           -1, -1, 0);
+	X509_set_issuer_name(x, X509_get_subject_name(x));
+	X509_set_pubkey(x, key);
+	if (ASN1_STRING_set(ia5, domain, (int)strlen(domain)) != 1)
+		goto out;
+	GENERAL_NAME_set0_value(g, GEN_DNS, ia5);
+	ia5 = NULL;
+	sk_GENERAL_NAME_push(gens, g);
+	g = NULL;
+	if (X509_add1_ext_i2d(x, NID_subject_alt_name, gens, 0, 0) != 1)
+		goto out;
+	ASN1_OCTET_STRING_set(digest, md, (int)mdlen);
+	int dlen = i2d_ASN1_OCTET_STRING(digest, &der);
+	if (dlen <= 0 || ASN1_OCTET_STRING_set(wrapped, der, dlen) != 1)
+		goto out;
+	ext = X509_EXTENSION_create_by_OBJ(NULL, oid, 1, wrapped);
+	if (!ext || X509_add_ext(x, ext, -1) != 1 || X509_sign(x, key, EVP_sha256()) <= 0)
+		goto out;
+	ctx = ctx_new(tls, &cerr);
+	if (ctx && (SSL_CTX_use_certificate(ctx, x) != 1 || SSL_CTX_use_PrivateKey(ctx, key) != 1)) {
+		SSL_CTX_free(ctx);
+		ctx = NULL;
+	}
+	if (ctx)
+		SSL_CTX_set_alpn_select_cb(ctx, alpn_select_acme, NULL);
+out:
+	if (!ctx)
+		*err = cerr ? cerr : dv_xasprintf("TLS-ALPN-01 certificate for %s: %s", domain, ssl_error_text());
+	else
+		free(cerr);
+	OPENSSL_free(der);
+	X509_EXTENSION_free(ext);
+	ASN1_OBJECT_free(oid);
+	ASN1_OCTET_STRING_free(digest);
+	ASN1_OCTET_STRING_free(wrapped);
+	ASN1_IA5STRING_free(ia5);
+	GENERAL_NAME_free(g);
+	GENERAL_NAMES_free(gens);
+	X509_free(x);
+	EVP_PKEY_free(key);
+	return ctx;
+}
+
+int dv_tls_set_alpn_challenge(struct dv_tls *tls, const char *domain, const char *keyauth, char **err)
+{
+	SSL_CTX *ctx = NULL;
+	if (keyauth && !(ctx = alpn_ctx_new(tls, domain, keyauth, err)))
+		return -1;
+	pthread_mutex_lock(&tls->lock);
+	size_t i = 0;
+	while (i < tls->nalpn && strcasecmp(tls->alpn[i].domain, domain) != 0)
+		i++;
+	if (i < tls->nalpn) { /* replace or remove */
+		SSL_CTX_free(tls->alpn[i].ctx);
+		if (ctx) {
+			tls->alpn[i].ctx = ctx;
+		} else {
+			free(tls->alpn[i].domain);
+			tls->alpn[i] = tls->alpn[--tls->nalpn];
+		}
+	} else if (ctx) {
+		tls->alpn = dv_xrealloc(tls->alpn, (tls->nalpn + 1) * sizeof *tls->alpn);
+		char *d = dv_xstrdup(domain);
+		for (char *c = d; *c; c++)
+			if (*c >= 'A' && *c <= 'Z')
+				*c = (char)(*c + 32);
+		tls->alpn[tls->nalpn++] = (struct alpn_challenge){d, ctx};
+	}
+	atomic_store(&tls->alpn_count, tls->nalpn);
+	pthread_mutex_unlock(&tls->lock);
+	return 0;
+}
+
+bool dv_tls_conn_is_acme(const struct ssl_st *ssl)
+{
+	return SSL_get_ex_data(ssl, acme_index) != NULL;
 }
 
 int dv_tls_http_answer(struct dv_tls *tls, const struct dv_tls_certset *set, const char *host, size_t host_len,

@@ -76,6 +76,14 @@ void dv_tls_set_challenge(struct dv_tls *tls, const char *token, const char *key
 /* The key authorization for token[0..len), or NULL (caller frees). */
 char *dv_tls_challenge(struct dv_tls *tls, const char *token, size_t len);
 
+/* TLS-ALPN-01 (RFC 8737): publishes (keyauth non-NULL) or withdraws the
+ * challenge certificate for `domain`; a ClientHello for that name offering
+ * ALPN "acme-tls/1" gets it (and nothing else happens on that connection).
+ * Thread-safe. Returns 0 or -1 with *err. */
+int dv_tls_set_alpn_challenge(struct dv_tls *tls, const char *domain, const char *keyauth, char **err);
+/* True for a connection that was a TLS-ALPN-01 validation (close it after the handshake). */
+bool dv_tls_conn_is_acme(const struct ssl_st *ssl);
+
 /* A plain-HTTP request for host[0..host_len) (a Host header, maybe with a
  * port; may be NULL) and path (with query): if it is an ACME HTTP-01
  * challenge with a published token, returns 200 and the key authorization

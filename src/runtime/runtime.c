@@ -18,6 +18,7 @@ void dv_replica_refs_free(struct dv_replica_ref *refs, size_t n)
 		free(refs[i].release);
 		free(refs[i].name);
 		free(refs[i].id);
+		free(refs[i].spec_hash);
 	}
 	free(refs);
 }

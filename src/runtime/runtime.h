@@ -45,6 +45,74 @@ enum dv_replica_state {
 /* Longest line kept; longer lines are cut there (the rest of it is dropped). */
 #define DV_REPLICA_LINE_MAX (16 * 1024)
 
+/* A container replica (docker driver, docker.h): what the process fields of
+ * dv_replica_spec do not say. Borrowed for the duration of start() only. */
+struct dv_container_network {
+	const char *name;         /* Docker network name (created if missing, labelled davit.app) */
+	bool internal;            /* created with Internal: no route out, nothing published */
+	char *const *aliases;     /* DNS names on it (NULL-terminated; the service name first) */
+};
+
+enum dv_container_mount_type { DV_MOUNT_VOLUME = 0, DV_MOUNT_BIND, DV_MOUNT_TMPFS };
+
+struct dv_container_mount {
+	enum dv_container_mount_type type;
+	const char *source;       /* volume name (created if missing, labelled) or absolute host path */
+	const char *target;
+	bool read_only;
+	bool create_host_path;    /* bind: mkdir -p the source if missing */
+	uint64_t tmpfs_size;
+};
+
+struct dv_container_port {    /* a port the compose file publishes */
+	const char *host_ip;      /* NULL: all interfaces */
+	unsigned host_port;       /* 0: an ephemeral one */
+	unsigned target;
+	const char *protocol;     /* "tcp" (NULL), "udp" */
+};
+
+struct dv_container_spec {
+	const char *image;        /* the tag the container runs (davit/<app>-<service>:<release>) */
+	const char *pull;         /* image reference pulled (and tagged as `image`) when `image` is missing */
+	const char *build_context;/* directory built (as `image`) when `image` is missing; NULL: none */
+	const char *build_digest; /* SHA-256 of the context's tar when the release was made: a rebuild of a
+	                           * pruned release's image from a context that changed since is refused */
+	const char *dockerfile, *build_target;
+	char *const *build_args;  /* "K=V", NULL-terminated */
+	bool has_entrypoint, has_command;
+	char *const *entrypoint;  /* argv (NULL-terminated; empty list = reset) */
+	char *const *command;
+	const char *user;
+	const char *stop_signal;  /* "SIGQUIT", NULL: the image's (SIGTERM) */
+	const char *working_dir;  /* container path, NULL: the image's */
+	int64_t pids_limit;       /* 0: none */
+	unsigned app_port;        /* the app's port in the container (0: none) */
+	uint16_t loopback_port;   /* publish app_port on 127.0.0.1:loopback_port (0: not) */
+	bool wait_port;           /* RUNNING only once app_port accepts on the container address */
+	const struct dv_container_network *networks; /* the first is the primary (upstream address) */
+	size_t n_networks;
+	const struct dv_container_mount *mounts;
+	size_t n_mounts;
+	const struct dv_container_port *ports;
+	size_t n_ports;
+	/* Docker HEALTHCHECK override; health_set false: the image's own applies. */
+	bool health_set, health_disabled;
+	char *const *health_test; /* ["CMD-SHELL", "..."] or ["CMD", argv...] */
+	uint64_t health_interval_ms, health_timeout_ms, health_start_period_ms;
+	unsigned health_retries;
+	uint64_t health_wait_ms;  /* how long a Docker health check may take to pass (0: 60 s) */
+	const char *adopt_id;     /* attach to this running container instead of creating one */
+	const char *spec_hash;    /* label davit.spec: what the container runs (recovery adopts only a match) */
+};
+
+/* Called once when a replica that start() returned as STARTING runs (its
+ * container started and passed the start gates). Not called if it exits first. */
+typedef void (*dv_replica_running_cb)(struct dv_replica *replica, void *arg);
+
+/* A running container's Docker health check changed (docker driver): healthy
+ * or not. The caller combines it with its own probes. */
+typedef void (*dv_replica_health_cb)(struct dv_replica *replica, bool healthy, void *arg);
+
 /* What to run. Everything is borrowed for the duration of start() only. */
 struct dv_replica_spec {
 	const char *app;          /* compose project name (required; no '/') */
@@ -69,6 +137,10 @@ struct dv_replica_spec {
 
 	uint64_t memory_limit;    /* bytes; 0: none */
 	double cpu_limit;         /* CPUs (0.5 = half a CPU); 0: none */
+
+	const struct dv_container_spec *container; /* non-NULL: a container (docker driver) */
+	dv_replica_running_cb on_running; /* asynchronous drivers: see above (NULL: not told) */
+	dv_replica_health_cb on_health;   /* Docker health changes after RUNNING (NULL: not told) */
 
 	const char *log_dir;      /* logs go to <log_dir>/<service>/<name>.log; NULL: memory only */
 	uint64_t log_max_bytes;   /* rotate past this size; 0: 10 MiB */
@@ -117,6 +189,8 @@ struct dv_replica_ref {
 	int pid;                  /* process driver: pid and its start ticks */
 	uint64_t start_ticks;
 	char *id;                 /* container id (docker driver); NULL otherwise */
+	unsigned loopback_port;   /* docker: the host port published on 127.0.0.1 (0: none) */
+	char *spec_hash;          /* docker: its davit.spec label; NULL otherwise */
 };
 
 struct dv_runtime_driver {
@@ -134,6 +208,9 @@ struct dv_runtime_driver {
 	            struct dv_replica_ref **found, size_t *n_found, char **err);
 	int (*remove)(struct dv_runtime *rt, struct dv_replica *replica, char **err);
 	void (*destroy)(struct dv_runtime *rt);
+	/* Optional (NULL: 127.0.0.1 and the replica's own port): where the proxy
+	 * and health checks reach the replica. Returns 0, or -1 if not known yet. */
+	int (*address)(struct dv_runtime *rt, struct dv_replica *replica, void *sockaddr_storage, unsigned *len);
 };
 
 /* Every driver instance starts with this (drivers embed it first). */
@@ -216,6 +293,14 @@ static inline void dv_runtime_destroy(struct dv_runtime *rt)
 {
 	if (rt)
 		rt->driver->destroy(rt);
+}
+
+/* The replica's upstream address (struct sockaddr_storage) if its driver
+ * has its own (a container's address on its network): 0, or -1 when the
+ * caller's default (loopback and the replica's port) applies. */
+static inline int dv_runtime_address(struct dv_runtime *rt, struct dv_replica *replica, void *ss, unsigned *len)
+{
+	return rt->driver->address ? rt->driver->address(rt, replica, ss, len) : -1;
 }
 
 /* Frees an array of refs and their strings. */

@@ -50,7 +50,7 @@ def need(binary):
 
 
 class Pebble:
-    def __init__(self, workdir, http_port, ca):
+    def __init__(self, workdir, http_port, ca, tls_port=None):
         self.dir = str(workdir)
         self.port, self.mgmt, self.dns = free_port(), free_port(), free_port()
         self.http_port = http_port
@@ -59,7 +59,7 @@ class Pebble:
         with open(self.config, "w") as f:
             json.dump({"pebble": {
                 "listenAddress": f"127.0.0.1:{self.port}", "managementListenAddress": f"127.0.0.1:{self.mgmt}",
-                "certificate": cert, "privateKey": key, "httpPort": http_port, "tlsPort": free_port(),
+                "certificate": cert, "privateKey": key, "httpPort": http_port, "tlsPort": tls_port or free_port(),
                 "ocspResponderURL": "", "externalAccountBindingRequired": False,
                 "certificateValidityPeriod": VALIDITY}}, f)
         self.ca_bundle = ca.cert
@@ -117,28 +117,43 @@ class Pebble:
                     p.wait(5)
 
 
-@pytest.fixture
-def acme_env(tmp_path):
+def start_env(tmp_path, alpn=False):
+    """pebble + a daemon that uses it; with alpn, pebble validates tls-alpn-01 on the daemon's
+    HTTPS port and its http-01 port is one where nothing listens."""
     ca = tlsutil.TestCA(tmp_path / "ca")
     http_port, https_port = free_port(), free_port()
-    pebble = Pebble(tmp_path, http_port, ca).start()
+    pebble = Pebble(tmp_path, free_port() if alpn else http_port, ca, tls_port=https_port if alpn else None).start()
     user_cert, user_key = ca.leaf("user.test", out_dir=str(tmp_path / "user"))
     d = Daemon(tmp_path, port=http_port, args=[
         "--https", f"127.0.0.1:{https_port}", "--acme-directory", pebble.directory,
         "--acme-ca-bundle", pebble.ca_bundle, "--acme-email", "ops@app.test", "--acme-retry", "1s",
-        "--cert", f"user.test={user_cert},{user_key}"])
+        "--cert", f"user.test={user_cert},{user_key}"] + (["--acme-challenge", "tls-alpn-01"] if alpn else []))
     d.https_port = https_port
     d.user_ca = ca.cert
-    d.start()
+    try:
+        d.start()
+    except BaseException:
+        pebble.stop()
+        raise
     app = tmp_path / "app"
     app.mkdir()
     (app / "compose.yml").write_text(COMPOSE)
     d.compose = str(app / "compose.yml")
-    yield d, pebble
+    return d, pebble
+
+
+def stop_env(d, pebble):
     problem = d.stop()
     pebble.stop()
     if problem:
         pytest.fail(f"{problem}\n{d.where()}", pytrace=False)
+
+
+@pytest.fixture
+def acme_env(tmp_path):
+    d, pebble = start_env(tmp_path)
+    yield d, pebble
+    stop_env(d, pebble)
 
 
 def certs(d):
@@ -228,6 +243,29 @@ def test_acme_issue_serve_renew_redirect(acme_env):
     assert "certificate for app.test failed (attempt" in d.log()
     text = d.cli("certs").stdout
     assert "app.test" in text and "failed" in text and "ISSUER" in text
+
+
+def test_acme_tls_alpn_01(tmp_path):
+    """--acme-challenge tls-alpn-01: pebble validates on the HTTPS listener (RFC 8737)."""
+    d, pebble = start_env(tmp_path, alpn=True)
+    try:
+        d.deploy(d.compose)
+        app = wait_cert(d, "app.test", lambda c: c["status"] == "valid", 30, "a certificate via tls-alpn-01")
+        with open(pebble.log_path) as f:
+            log = f.read()
+        # http-01 would have gone to a port where nothing listens: pebble never tried it
+        assert "Attempting to validate w/ HTTP" not in log and "set VALID by completed challenge" in log
+        assert "TLS-ALPN-01 challenge for app.test published" in d.log()
+        root = pebble.root_pem()
+        status, _, _, conn = tlsutil.https_get(d.https_port, "app.test", "/", cafile=root)
+        assert status == 200
+        conn.close()
+        assert tlsutil.cert_serial(d.https_port, "app.test") == app["serial"].lstrip("0").upper()
+        # a client offering acme-tls/1 outside a validation gets the normal certificate
+        sc = tlsutil.s_client(d.https_port, "app.test", extra=["-alpn", "acme-tls/1"])
+        assert sc.ok and sc.alpn is None and "Pebble Intermediate" in sc.out
+    finally:
+        stop_env(d, pebble)
 
 
 def test_acme_off_without_port_80(tmp_path):

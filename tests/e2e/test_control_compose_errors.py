@@ -119,20 +119,19 @@ services:
     environment: {SERVICE: db, TOKEN: "${DAVIT_E2E_UNSET_TOKEN:?set the db token first}"}   #!
     x-davit: {run: node service.js, port: 3001}
 """, ["DAVIT_E2E_UNSET_TOKEN", "set the db token first"], 0),
-    "container-service-image": ("""\
+    "container-service-image-and-run": ("""\
 name: penpal
 services:
-  db:   #!
-    image: postgres:16   #!
-  auth:
-    x-davit: {run: node service.js, port: 3002}
+  db:
+    image: postgres:16
+    x-davit: {run: node service.js, port: 3002}   #!
 """, ["db", "image"], 0),
-    "container-service-build": ("""\
+    "container-service-build-context-missing": ("""\
 name: penpal
 services:
   web:   #!
-    build: ./web   #!
-""", ["web", "build"], 0),
+    build: ./no-such-web-dir   #!
+""", ["web", "no-such-web-dir"], 0),
     "empty-file": ("", ["empty"], None),
     "health-retries-negative": ("""\
 name: penpal

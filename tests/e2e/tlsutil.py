@@ -16,6 +16,7 @@ import re
 import socket
 import ssl
 import subprocess
+import time
 
 
 def run(cmd, **kw):
@@ -91,14 +92,19 @@ def s_client(port, servername=None, version=None, extra=(), sess_in=None, sess_o
     if sess_out:
         cmd += ["-sess_out", sess_out]
     cmd += list(extra)
-    # With -sess_out, stdin stays open a moment so that TLS 1.3 session
-    # tickets (sent after the handshake) arrive before s_client exits.
+    # With -sess_out, stdin stays open until s_client has written the session
+    # (TLS 1.3 tickets come after the handshake), or it exited by itself (a
+    # refused handshake), or 10 s passed.
+    if sess_out and os.path.exists(sess_out):
+        os.unlink(sess_out)
     p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if sess_out:
-        try:
-            p.wait(0.3)  # a refused handshake ends s_client by itself
-        except subprocess.TimeoutExpired:
-            pass
+        deadline = time.monotonic() + 10
+        while p.poll() is None and time.monotonic() < deadline:
+            if os.path.exists(sess_out) and os.path.getsize(sess_out) > 0:
+                time.sleep(0.05)  # s_client writes the file in one go; let it finish
+                break
+            time.sleep(0.02)
     out, _ = p.communicate(timeout=15)  # closes stdin: s_client says DONE and exits
     return SClient(out)
 

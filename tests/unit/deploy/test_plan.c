@@ -135,13 +135,49 @@ static void test_domains_per_environment_restart_and_limits(void **state)
 	dv_plan_free(staging);
 }
 
-static void test_container_services_are_marked_unsupported(void **state)
+static void test_container_services_get_a_container_plan(void **state)
 {
-	struct dv_plan *plan = plan_of_text("services:\n  db: {image: postgres:16}\n  web: {x-davit: {run: srv}}\n",
-	                                    "production", NULL);
-	assert_non_null(dv_plan_service(plan, "db")->unsupported);
-	assert_non_null(strstr(dv_plan_service(plan, "db")->unsupported, "x-davit.run"));
-	assert_null(dv_plan_service(plan, "web")->unsupported);
+	struct dv_plan *plan = plan_of_text(
+		"services:\n"
+		"  db:\n"
+		"    image: postgres:16\n"
+		"    volumes: [data:/var/lib/postgresql/data]\n"
+		"    networks: [back]\n"
+		"    expose: [\"5432\"]\n"
+		"    healthcheck: {test: [\"CMD-SHELL\", \"pg_isready\"], interval: 2s}\n"
+		"  api:\n"
+		"    image: api:1\n"
+		"    networks: [default, back]\n"
+		"    labels: {traefik.http.services.api.loadbalancer.server.port: \"8000\"}\n"
+		"  web: {x-davit: {run: srv}}\n"
+		"networks: {back: {internal: true}}\n"
+		"volumes: {data: {}}\n",
+		"production", NULL);
+	const struct dv_plan_service *db = dv_plan_service(plan, "db"), *api = dv_plan_service(plan, "api");
+	assert_null(db->unsupported);
+	assert_non_null(db->container);
+	assert_null(dv_plan_service(plan, "web")->container);
+	/* internal only: never routed, but the app port is known */
+	assert_true(db->container->internal_only);
+	assert_int_equal(db->port, 0);
+	assert_int_equal(db->container->app_port, 5432);
+	assert_string_equal(db->container->networks[0].name, "t_back");
+	assert_string_equal(db->container->networks[0].aliases[0], "db");
+	assert_string_equal(db->container->mounts[0].source, "t_data");
+	/* the compose healthcheck runs in the container (Docker), not on the host */
+	assert_int_equal(db->health, DV_PLAN_HEALTH_NONE);
+	assert_true(db->container->health_set);
+	assert_string_equal(db->container->health_test[0], "CMD-SHELL");
+	assert_string_equal(db->container->health_test[1], "pg_isready");
+	assert_int_equal(db->container->health_interval_ms, 2000);
+	assert_true(db->container->stop_first);
+	assert_non_null(strstr(db->container->stop_first_why, "volumes"));
+	/* api: routed on its open network (primary), start-first */
+	assert_false(api->container->internal_only);
+	assert_int_equal(api->port, 8000);
+	assert_string_equal(api->container->networks[0].name, "t_default");
+	assert_false(api->container->stop_first);
+	assert_int_equal(api->health, DV_PLAN_HEALTH_TCP);
 	dv_plan_free(plan);
 }
 
@@ -177,7 +213,7 @@ int main(void)
 		cmocka_unit_test(test_penpal_example),
 		cmocka_unit_test(test_health_defaults_and_commands),
 		cmocka_unit_test(test_domains_per_environment_restart_and_limits),
-		cmocka_unit_test(test_container_services_are_marked_unsupported),
+		cmocka_unit_test(test_container_services_get_a_container_plan),
 		cmocka_unit_test(test_service_identity_is_its_json),
 		cmocka_unit_test(test_bad_json_is_an_error),
 	};
