@@ -21,6 +21,7 @@ pkgs=(
   busybox-static                        # base images for the Docker tests (docker import; no Docker Hub)
   docker-registry apache2-utils         # private registry with htpasswd auth (tests); htpasswd
   docker-compose                        # bench/docker_deploy.py compares deploy times with it
+  prometheus python3-aiosmtpd           # e2e tests: a real Prometheus scrapes /metrics; a real SMTP sink
   valgrind                              # bench/instructions.py: instructions per request
 )
 # The example stack (examples/penpal) runs on Node.js: any node on PATH will do.

@@ -10,7 +10,7 @@ if [[ -n $hits ]]; then
   echo "lint: banned functions (use snprintf, strtol, memcpy with bounds):"; echo "$hits"; rc=1
 fi
 # Layer of each module; a module may include headers of modules with a lower or equal layer.
-declare -A layer=([core]=0 [http]=1 [store]=2 [runtime]=2 [proxy]=2 [health]=2 [metrics]=2 [compose]=2
+declare -A layer=([core]=0 [notify]=2 [obs]=4 [http]=1 [store]=2 [runtime]=2 [proxy]=2 [health]=2 [metrics]=2 [compose]=2
                   [supervisor]=3 [deploy]=3 [acme]=3 [secrets]=3 [backup]=3 [api]=4 [daemon]=5 [cli]=6)
 for f in $(find src -name '*.[ch]'); do
   mod=$(echo "$f" | cut -d/ -f2)

@@ -23,6 +23,19 @@ int dv_cli_releases(int argc, char **argv);
 int dv_cli_rollback(int argc, char **argv);
 int dv_cli_service(int argc, char **argv); /* restart | stop | start */
 int dv_cli_down(int argc, char **argv);
+int dv_cli_top(int argc, char **argv);     /* obs.c */
+int dv_cli_metrics(int argc, char **argv);
+int dv_cli_alerts(int argc, char **argv);
+int dv_cli_event(int argc, char **argv);
+struct dv_cli_common;
+/* dv_cli_parse_common plus command-specific options: each of `names` takes
+ * a value (stored in vals[i]) or, ending in '!', is a flag ("1"). Returns as
+ * dv_cli_parse_common, but -1 when help was printed. */
+int dv_cli_parse_extra(int argc, char **argv, const char *const *names, const char **vals, struct dv_cli_common *c,
+                       const char *usage, int npos, bool dash_f_is_follow, const char *cmd);
+/* logs_ext.c: `davit logs` with filters (query.c hands over when one is given). */
+bool dv_cli_logs_extended(int argc, char **argv);
+int dv_cli_logs_ext(int argc, char **argv);
 int dv_cli_registry(int argc, char **argv); /* registry login | logout (docker_cmd.c) */
 int dv_cli_certs(int argc, char **argv);
 
@@ -33,6 +46,7 @@ struct dv_cli_common {
 	const char *app;       /* --app */
 	const char *file;      /* -f / --file */
 	const char *http;      /* --http */
+	const char *https;     /* --https (davit up: passed to a daemon it starts) */
 	const char *tail;      /* --tail */
 	bool json, follow, volumes, yes;
 	const char *positional[4];

@@ -27,6 +27,17 @@ static const char usage_text[] =
 	"                         address on its app network) or 'loopback' (each replica's app port is\n"
 	"                         published on 127.0.0.1:<free port> and routed and probed there)\n"
 	"  --keep-images N        keep the images of the newest N releases per service (default 5)\n"
+	"  --metrics-listen ADDR:PORT|off  Prometheus /metrics (default 127.0.0.1:9180; if taken: off)\n"
+	"  --metrics-token TOKEN  require 'Authorization: Bearer TOKEN' on /metrics (or $DAVIT_METRICS_TOKEN)\n"
+	"  --logs-max-age DUR     replica log files older than this are removed (default 7d = 168h)\n"
+	"  --logs-max-size BYTES  and the oldest while all of them take more (default 1073741824)\n"
+	"  --notify TYPE=URL      send alerts and deploy results (repeatable): webhook=URL, slack=URL,\n"
+	"                         discord=URL, email=smtp://HOST:PORT?from=ADDR&to=ADDR[,ADDR]\n"
+	"\n"
+	"Environment: DAVIT_METRICS_INTERVAL (10s) collection interval; DAVIT_ALERT_FOR replaces every\n"
+	"default alert rule's duration; DAVIT_HOST_ROOT reads /proc there; DAVIT_DISK_PATH is the file\n"
+	"system disk_low watches (the state directory); DAVIT_NOTIFY_TIMEOUT (10s), DAVIT_NOTIFY_RETRIES (3),\n"
+	"DAVIT_NOTIFY_BACKOFF (1s, doubling) for notifications.\n"
 	"\n"
 	"HTTPS and certificates (see 'davit certs'):\n"
 	"  --https ADDR:PORT|off  HTTPS listener (default 0.0.0.0:443 as root, 127.0.0.1:8443 otherwise;\n"
@@ -62,6 +73,8 @@ int dv_cli_daemon(int argc, char **argv)
 	struct dv_daemon_options o = {.state_dir = dv_cli_default_state_dir(), .http = dv_cli_default_http(), .acme = -1};
 	bool http_given = false, https_given = false;
 	static const char *certs[64];
+	const char *notify[32];
+	o.notify = notify;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -69,6 +82,33 @@ int dv_cli_daemon(int argc, char **argv)
 			return 0;
 		} else if (strcmp(a, "--state-dir") == 0 && i + 1 < argc) {
 			o.state_dir = argv[++i];
+		} else if (strcmp(a, "--logs-max-age") == 0 && i + 1 < argc) {
+			const char *v = argv[++i];
+			size_t vl = strlen(v);
+			uint64_t days;
+			char num[32];
+			snprintf(num, sizeof num, "%.*s", vl ? (int)vl - 1 : 0, v);
+			if (vl > 1 && v[vl - 1] == 'd' && dv_parse_uint(num, 36500, &days) == 0 && days > 0) {
+				o.logs_max_age_ms = days * 86400000ull; /* "7d" */
+			} else if (dv_parse_duration_ms(v, &o.logs_max_age_ms) != 0 || o.logs_max_age_ms == 0) {
+				fprintf(stderr, "davit daemon: --logs-max-age takes a duration like 7d, 168h or 30m\n");
+				return 2;
+			}
+		} else if (strcmp(a, "--logs-max-size") == 0 && i + 1 < argc) {
+			if (dv_parse_uint(argv[++i], UINT64_MAX, &o.logs_max_bytes) != 0 || o.logs_max_bytes == 0) {
+				fprintf(stderr, "davit daemon: --logs-max-size takes a number of bytes\n");
+				return 2;
+			}
+		} else if (strcmp(a, "--metrics-listen") == 0 && i + 1 < argc) {
+			o.metrics_listen = argv[++i];
+		} else if (strcmp(a, "--metrics-token") == 0 && i + 1 < argc) {
+			o.metrics_token = argv[++i];
+		} else if (strcmp(a, "--notify") == 0 && i + 1 < argc) {
+			if (o.nnotify == DV_ARRAY_LEN(notify)) {
+				fprintf(stderr, "davit daemon: at most %zu --notify\n", DV_ARRAY_LEN(notify));
+				return 2;
+			}
+			notify[o.nnotify++] = argv[++i];
 		} else if (strcmp(a, "--http") == 0 && i + 1 < argc) {
 			o.http = argv[++i];
 			http_given = true;

@@ -4,6 +4,7 @@
 #include "core/alloc.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "obs/obs.h"
 #include "proxy/proxy.h"
 #include "proxy/router.h"
 
@@ -59,6 +60,9 @@ static const char usage_text[] =
 	"                               a route may add its own after its replicas:\n"
 	"                               'app.test=127.0.0.1:3000 ratelimit=100/1m', and\n"
 	"                               'site.test=static:/srv/www spa=on' serves a directory\n"
+	"  --no-metrics                 do not count requests (per-worker counters; on by default)\n"
+	"  --metrics-listen ADDR:PORT   serve the per-route counters on /metrics (Prometheus text)\n"
+	"  --metrics-token TOKEN        require 'Authorization: Bearer TOKEN' there\n"
 	"  -h, --help                   this text\n"
 	"\n"
 	"DUR: 250ms, 5s, 2m, 1h or plain seconds. Signals: SIGHUP reloads --routes\n"
@@ -71,7 +75,7 @@ enum {
 	OPT_HEADER_TIMEOUT, OPT_KEEPALIVE_TIMEOUT, OPT_DRAIN_TIMEOUT, OPT_SHUTDOWN_TIMEOUT,
 	OPT_MAX_REQUEST_LINE, OPT_MAX_HEADER_BYTES, OPT_MAX_HEADERS, OPT_TRUSTED_PROXY, OPT_EJECT_AFTER,
 	OPT_EJECT_FOR, OPT_ACCESS_LOG, OPT_LOG_LEVEL, OPT_TLS_LISTEN, OPT_CERT, OPT_CERTS, OPT_TICKET_ROTATE,
-	OPT_NO_REDIRECT, OPT_EDGE,
+	OPT_NO_REDIRECT, OPT_EDGE, OPT_NO_METRICS, OPT_METRICS_LISTEN, OPT_METRICS_TOKEN,
 };
 
 static const struct option long_options[] = {
@@ -103,6 +107,9 @@ static const struct option long_options[] = {
 	{"ticket-key-rotate", required_argument, NULL, OPT_TICKET_ROTATE},
 	{"no-https-redirect", no_argument, NULL, OPT_NO_REDIRECT},
 	{"edge", required_argument, NULL, OPT_EDGE},
+	{"no-metrics", no_argument, NULL, OPT_NO_METRICS},
+	{"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
+	{"metrics-token", required_argument, NULL, OPT_METRICS_TOKEN},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -115,6 +122,7 @@ struct proxy_args {
 	size_t nroutes;
 	const char *routes_file;
 	enum dv_balance balance;
+	const char *metrics_listen, *metrics_token; /* obs/obs.h route metrics */
 	struct dv_sockaddr tls_listen[16];
 	char **certs; /* "[HOST=]CERT,KEY" */
 	size_t ncerts;
@@ -239,6 +247,15 @@ static int parse_args(int argc, char **argv, struct proxy_args *a)
 				return bad_value(name, optarg, "a number (0 = never eject)");
 			a->config.eject_after = (int)v;
 			break;
+		case OPT_NO_METRICS:
+			a->config.metrics = false;
+			break;
+		case OPT_METRICS_LISTEN:
+			a->metrics_listen = optarg;
+			break;
+		case OPT_METRICS_TOKEN:
+			a->metrics_token = optarg;
+			break;
 		case OPT_ACCESS_LOG:
 			a->config.access_log_path = strcmp(optarg, "off") == 0 ? NULL : optarg;
 			break;
@@ -351,6 +368,7 @@ int dv_cli_proxy(int argc, char **argv)
 	struct dv_tls *tls = NULL;
 	char *err = NULL;
 	int sfd = -1;
+	struct dv_obs_route_metrics *route_metrics = NULL;
 	int prc = parse_args(argc, argv, &a);
 	if (prc != 0) {
 		rc = prc == 1 ? 0 : prc;
@@ -398,6 +416,18 @@ int dv_cli_proxy(int argc, char **argv)
 	if (dv_proxy_start(proxy, &err) != 0) {
 		fprintf(stderr, "davit proxy: %s\n", err);
 		goto out;
+	}
+	if (a.metrics_listen) {
+		if (!a.config.metrics) {
+			fprintf(stderr, "davit proxy: --metrics-listen and --no-metrics exclude each other\n");
+			goto out;
+		}
+		route_metrics = dv_obs_route_metrics_start(a.metrics_listen, a.metrics_token, &err);
+		if (!route_metrics) {
+			fprintf(stderr, "davit proxy: --metrics-listen: %s\n", err);
+			goto out;
+		}
+		fprintf(stderr, "davit proxy: metrics on http://%s/metrics\n", a.metrics_listen);
 	}
 	unsigned workers = a.config.workers ? a.config.workers : dv_cpu_count();
 	for (size_t i = 0; i < a.config.nlisten; i++) {
@@ -471,6 +501,7 @@ int dv_cli_proxy(int argc, char **argv)
 	dv_proxy_wait(proxy);
 	rc = 0;
 out:
+	dv_obs_route_metrics_stop(route_metrics);
 	dv_proxy_free(proxy);
 	dv_tls_free(tls);
 	if (sfd != -1)

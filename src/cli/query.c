@@ -51,11 +51,21 @@ int dv_cli_releases(int argc, char **argv)
 
 int dv_cli_logs(int argc, char **argv)
 {
-	static const char usage[] = "usage: davit logs [-f] [--tail N] [--app NAME] [SERVICE]\n\n"
+	static const char usage[] = "usage: davit logs [-f] [--tail N] [--app NAME] [filters] [SERVICE]\n"
+	                            "       davit logs --daemon [-f] [filters] [--component NAME]\n\n"
 	                            "Logs of a service's replicas (all services without SERVICE), each line with its\n"
-	                            "time, replica and stream.\n\n"
+	                            "time, replica and stream; with --daemon, davit's own log (JSON lines in\n"
+	                            "<state>/logs/davit.log: time, level, component, message, fields).\n\n"
 	                            "  -f, --follow      keep printing new lines\n"
-	                            "  --tail N          lines of history first (default 100)\n" COMMON_OPTS;
+	                            "  --tail N          lines of history first (default 100; all kept with filters)\n"
+	                            "  --level L         debug|info|warn|error and above (a line's own JSON level, else\n"
+	                            "                    a level word near its start, else info)\n"
+	                            "  --grep TEXT       lines containing TEXT (case-insensitive)\n"
+	                            "  --since T, --until T  a duration ago (30m, 2h, 7d), unix seconds or ISO time; read from\n"
+	                            "                    the log files, so replaced replicas are included\n"
+	                            "  --output FILE     write there instead of stdout (with --json: an export)\n" COMMON_OPTS;
+	if (dv_cli_logs_extended(argc, argv))
+		return dv_cli_logs_ext(argc, argv);
 	struct dv_cli_common c;
 	int rc = parse(argc, argv, &c, usage, 1, true);
 	if (rc)

@@ -3762,6 +3762,8 @@ static int parse_davit(struct ctx *ctx, const struct ynode *n, struct dv_compose
 			free(dir);
 		} else if (key_is(k, "per_domain")) {
 			rc = davit_per_domain(ctx, v, svc);
+		} else if (key_is(k, "alerts")) {
+			/* read by obs (src/obs/config.c) with file:line errors */
 		} else {
 			int r = davit_edge_key(ctx, k, v, &svc->edge);
 			if (r == 1)

@@ -1,4 +1,5 @@
 #include "daemon/daemon.h"
+#include "daemon/obs_setup.h"
 #include "daemon/docker_api.h"
 
 #include "api/server.h"
@@ -9,6 +10,7 @@
 #include "core/util.h"
 #include "daemon/certs.h"
 #include "deploy/engine.h"
+#include "obs/obs.h"
 #include "proxy/proxy.h"
 #include "store/store.h"
 
@@ -32,6 +34,7 @@ struct daemon {
 	struct dv_store *store;
 	struct dv_engine *engine;
 	struct dv_api_server *api;
+	struct dv_obs *obs;
 	struct dv_daemon_certs *certs;
 	struct dv_io signal_io;
 	const char *state_dir;
@@ -158,7 +161,9 @@ static void handle_api(struct dv_api_request *req, void *arg)
 	bool json = !(format && strcmp(format, "text") == 0);
 	free(format);
 
-	if (get && strcmp(path, "/v1/ping") == 0) {
+	if (d->obs && dv_obs_handle_api(d->obs, req)) {
+		/* top, metrics, alerts, events: answered by obs */
+	} else if (get && strcmp(path, "/v1/ping") == 0) {
 		char body[128];
 		int n = snprintf(body, sizeof body, "{\"ok\":true,\"pid\":%d}\n", (int)getpid());
 		dv_api_respond(req, 200, "application/json", body, (size_t)n);
@@ -169,9 +174,14 @@ static void handle_api(struct dv_api_request *req, void *arg)
 		} else {
 			char *copy;
 			char **env = environ_from_body(req, &copy);
-			struct pending *p = pending_new(req);
-			int rc = dv_engine_deploy_file(d->engine, file, (const char *const *)env, operation_done, p, &err);
-			start_async(req, rc, err, p);
+			if (d->obs && dv_obs_load_compose(d->obs, file, (const char *const *)env, &err) != 0) {
+				dv_api_respond_error(req, 422, err); /* x-davit alerts/notifications: nothing deployed */
+				dv_free(&err);
+			} else {
+				struct pending *p = pending_new(req);
+				int rc = dv_engine_deploy_file(d->engine, file, (const char *const *)env, operation_done, p, &err);
+				start_async(req, rc, err, p);
+			}
 			free(env);
 			free(copy);
 		}
@@ -313,6 +323,12 @@ int dv_daemon_run(const struct dv_daemon_options *o)
 
 	if (make_dir(o->state_dir, 0700, &err) || make_dir(run_dir, 0700, &err) || make_dir(log_dir, 0700, &err))
 		goto out;
+	{
+		char *json_log = dv_xasprintf("%s/davit.log", log_dir); /* JSON lines: davit logs --daemon */
+		if (dv_log_open_file(json_log, 0) != 0)
+			dv_log_warn("daemon", "cannot write %s: %s", json_log, strerror(errno));
+		free(json_log);
+	}
 	/* One daemon per state directory: the pid file is locked while we run. */
 	pid_fd = open(pid_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (pid_fd == -1 || flock(pid_fd, LOCK_EX | LOCK_NB) == -1) {
@@ -402,6 +418,9 @@ int dv_daemon_run(const struct dv_daemon_options *o)
 		goto out;
 	if (dv_engine_recover(d.engine, &err) != 0)
 		goto out;
+	d.obs = dv_daemon_obs_start(o, d.loop, d.engine, d.store, &err);
+	if (!d.obs)
+		goto out;
 	d.api = dv_api_server_new(d.loop, sock_path, handle_api, &d, &err);
 	if (!d.api)
 		goto out;
@@ -417,6 +436,7 @@ out:
 		free(err);
 	}
 	dv_api_server_free(d.api);
+	dv_obs_free(d.obs);
 	if (d.proxy) {
 		dv_proxy_shutdown(d.proxy, false);
 		dv_proxy_wait(d.proxy);
@@ -433,6 +453,7 @@ out:
 			unlink(pid_path);
 		close(pid_fd);
 	}
+	dv_log_close_file();
 	free(run_dir);
 	free(log_dir);
 	free(pid_path);

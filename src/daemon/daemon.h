@@ -14,6 +14,12 @@ struct dv_daemon_options {
 	uint64_t health_timeout_ms;  /* 0: 60 s */
 	uint64_t drain_timeout_ms;   /* 0: 30 s */
 	uint64_t deploy_timeout_ms;  /* 0: 15 min */
+	const char *metrics_listen;  /* /metrics listener; NULL: the default (a warning if it is taken); "off" */
+	const char *metrics_token;   /* bearer token for /metrics; NULL: none */
+	const char *const *notify;   /* "TYPE=URL" notifier specs (daemon flags) */
+	size_t nnotify;
+	uint64_t logs_max_age_ms;    /* replica log retention (0: 7 days) */
+	uint64_t logs_max_bytes;     /* (0: 1 GiB) */
 	bool docker_loopback;        /* --docker-upstream loopback (see dv_engine_config) */
 	unsigned keep_images;        /* --keep-images N; 0: 5 */
 

@@ -23,6 +23,7 @@
 #include "core/loop.h"
 #include "core/strbuf.h"
 #include "http/http1.h"
+#include "metrics/metrics.h"
 #include "proxy/compress.h"
 #include "proxy/ratelimit.h"
 #include "proxy/static.h"
@@ -204,6 +205,7 @@ struct worker {
 	time_t log_sec;
 	char log_time[32];
 	struct dv_http1_field fields[MAX_FIELDS_CAP];
+	struct dv_metrics_shard *metrics; /* this worker's counters (NULL: metrics off) */
 };
 
 struct dv_proxy {
@@ -324,6 +326,7 @@ void dv_proxy_config_default(struct dv_proxy_config *c)
 	c->eject_after = 3;
 	c->eject_for_ms = 10000;
 	c->access_log_path = "-";
+	c->metrics = true;
 }
 
 /* ------------------------------------------------------------------ access log */
@@ -851,6 +854,15 @@ static void request_end(struct session *s)
 	if (s->status == 0 && s->log_method)
 		s->status = 499; /* client went away before any response */
 	access_log_write(s);
+	if (s->w->metrics) {
+		unsigned slot = s->pool ? s->pool->metrics_slot : 0;
+		bool own_error = !s->resp_head_done && s->status >= 502 && s->status <= 504;
+		/* no status yet: the client went away first (499, as the access log says) */
+		dv_metrics_request(s->w->metrics, slot, s->status ? s->status : 499, dv_now_ns() - s->start_ns, s->bytes_in,
+		                   s->bytes_out, own_error);
+		if (s->pool)
+			dv_metrics_active(s->w->metrics, slot, -1);
+	}
 	if (s->policy)
 		edge_request_end(s);
 	if (s->backend) {
@@ -915,6 +927,8 @@ static void session_close(struct session *s)
 	if (s->next)
 		s->next->prev = s->prev;
 	w->nsessions--;
+	if (w->metrics)
+		dv_metrics_connections(w->metrics, w->nsessions, false);
 	s->free_next = w->free_sessions;
 	w->free_sessions = s;
 }
@@ -1271,6 +1285,8 @@ static bool session_try_request(struct session *s)
 	dv_upstream_pool_ref(pool);
 	atomic_fetch_add_explicit(&pool->inflight, 1, memory_order_relaxed);
 	s->pool = pool;
+	if (w->metrics)
+		dv_metrics_active(w->metrics, pool->metrics_slot, 1);
 
 	build_upstream_head(s, &r, path, path_len);
 	s->in.start += (uint32_t)n;
@@ -2495,6 +2511,8 @@ static void listener_event(struct dv_loop *loop, struct dv_io *io, uint32_t even
 			w->sessions->prev = s;
 		w->sessions = s;
 		w->nsessions++;
+		if (w->metrics)
+			dv_metrics_connections(w->metrics, w->nsessions, true);
 		session_pump(s);
 	}
 }
@@ -2696,6 +2714,8 @@ struct dv_proxy *dv_proxy_new(const struct dv_proxy_config *config, char **err)
 		if (getrandom(&w->rid_prefix, sizeof w->rid_prefix, 0) != sizeof w->rid_prefix)
 			w->rid_prefix = dv_now_ns() ^ ((uint64_t)i << 56);
 		w->log_buf = dv_xmalloc(ACCESS_LOG_FLUSH_AT * 2 + 16384);
+		if (config->metrics)
+			w->metrics = dv_metrics_shard_new();
 		size_t nl = config->nlisten + config->ntls_listen;
 		w->listeners = dv_xcalloc(nl ? nl : 1, sizeof *w->listeners);
 		for (size_t k = 0; k < nl; k++) {
@@ -2834,6 +2854,7 @@ void dv_proxy_free(struct dv_proxy *p)
 			free(w->buf_cache[k]);
 		free(w->idle);
 		free(w->log_buf);
+		dv_metrics_shard_free(w->metrics);
 		dv_tls_certset_unref(w->certs);
 		if (w->table && atomic_fetch_sub(&w->table->refs, 1) == 1) {
 			dv_route_table_free(w->table->table);

@@ -44,6 +44,7 @@ struct dv_proxy_config {
 	uint64_t eject_for_ms;
 
 	const char *access_log_path;     /* NULL = off, "-" = stdout */
+	bool metrics;                    /* per-worker request counters (metrics/metrics.h); default on */
 
 	/* TLS (docs/proxy.md "TLS"): HTTPS listeners terminate TLS with the
 	 * certificates published to `tls`. With `tls` set, plain-HTTP listeners

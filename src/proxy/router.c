@@ -1,5 +1,7 @@
 #include "proxy/router.h"
 
+#include "metrics/metrics.h"
+
 #include "core/alloc.h"
 
 #include <ctype.h>
@@ -18,6 +20,10 @@ struct dv_upstream_pool *dv_upstream_pool_new(const char *name, enum dv_balance 
 	atomic_init(&pool->refs, 1);
 	pool->name = dv_xstrdup(name);
 	pool->balance = balance;
+	/* Route specs are "HOST[/PATH]=ADDRS": count by the route, not its replicas. */
+	char slot[256];
+	snprintf(slot, sizeof slot, "%.*s", (int)strcspn(name, "="), name);
+	pool->metrics_slot = dv_metrics_slot(slot);
 	return pool;
 }
 

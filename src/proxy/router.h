@@ -42,6 +42,7 @@ struct dv_upstream_pool {
 	atomic_int inflight;            /* requests in flight on this pool */
 	size_t nbackends;
 	struct dv_backend *backends;    /* owned array */
+	unsigned metrics_slot;          /* dv_metrics_slot() of the name up to any '=' */
 };
 
 /* Creates a pool with one reference (the caller's). `name` is copied. */
