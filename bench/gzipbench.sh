@@ -117,6 +117,7 @@ wait_port "$ORIGIN"
 check() {
   curl -s -H 'Accept-Encoding: gzip' "http://127.0.0.1:$1/doc.json" | gunzip | cmp -s - "$base/www/doc.json" ||
     { echo "gzipbench: $2 did not return the gzip'd file" >&2; exit 1; }
+  curl -s -H 'Accept-Encoding: gzip' "http://127.0.0.1:$1/doc.json" | wc -c >"$base/$2.gzsize"
 }
 
 results=$base/results.tsv
@@ -144,16 +145,16 @@ for r in $(seq "$runs"); do
     kill "$pid"; wait "$pid" 2>/dev/null || true
   done
 done
-python3 - "$results" "$size" "$level" "$runs" "$duration" "$conns" <<'EOF'
+python3 - "$results" "$size" "$level" "$runs" "$duration" "$conns" "$base" <<'EOF'
 import statistics, sys
 rows = [l.split("\t") for l in open(sys.argv[1]).read().split("\n") if l]
-size, level, runs, dur, conns = sys.argv[2:7]
+size, level, runs, dur, conns, base = sys.argv[2:8]
 print(f"gzip, level {level}, {size}-byte JSON document, {runs} interleaved runs x {dur} s, wrk -t1 -c{conns}, "
       "origin nginx (no gzip) + proxy on cpu0, wrk on cpu1")
 print()
-print("| proxy | req/s | uncompressed MB/s | proxy CPU % | VmHWM MB |")
-print("|---|---|---|---|---|")
-med = {}
+print("| proxy | req/s | uncompressed MB/s | proxy CPU % | proxy CPU ms/req | gzip bytes | VmHWM MB |")
+print("|---|---|---|---|---|---|---|")
+med, cms = {}, {}
 for t in ("nginx", "davit"):
     r = [x for x in rows if x[1] == t]
     rps = [float(x[2]) for x in r]
@@ -161,7 +162,11 @@ for t in ("nginx", "davit"):
     mbs = statistics.median(float(x[3]) for x in r)
     cpu = statistics.median(float(x[4]) for x in r)
     hwm = statistics.median(float(x[5]) for x in r) / 1024
-    print(f"| {t} | {med[t]:.0f} ({min(rps):.0f}-{max(rps):.0f}) | {mbs:.1f} | {cpu:.0f} | {hwm:.1f} |")
+    cpr = [float(x[4]) / 100 / float(x[2]) * 1000 for x in r if float(x[2]) > 0]
+    cms[t] = statistics.median(cpr)
+    gz = open(f"{base}/{t}.gzsize").read().strip()
+    print(f"| {t} | {med[t]:.0f} ({min(rps):.0f}-{max(rps):.0f}) | {mbs:.1f} | {cpu:.0f} | {cms[t]:.2f} "
+          f"({min(cpr):.2f}-{max(cpr):.2f}) | {gz} | {hwm:.1f} |")
 print()
-print(f"ratio davit/nginx (median req/s): {med['davit'] / med['nginx']:.2f}")
+print(f"ratio davit/nginx: req/s {med['davit'] / med['nginx']:.2f}, CPU per request {cms['davit'] / cms['nginx']:.2f}")
 EOF

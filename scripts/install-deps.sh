@@ -22,6 +22,7 @@ pkgs=(
   docker-registry apache2-utils         # private registry with htpasswd auth (tests); htpasswd
   docker-compose                        # bench/docker_deploy.py compares deploy times with it
   prometheus python3-aiosmtpd           # e2e tests: a real Prometheus scrapes /metrics; a real SMTP sink
+  valgrind                              # bench/instructions.py: instructions per request
 )
 # The example stack (examples/penpal) runs on Node.js: any node on PATH will do.
 command -v node >/dev/null || pkgs+=(nodejs)
