@@ -46,6 +46,7 @@ struct dv_cli_common {
 	const char *app;       /* --app */
 	const char *file;      /* -f / --file */
 	const char *http;      /* --http */
+	const char *https;     /* --https (davit up: passed to a daemon it starts) */
 	const char *tail;      /* --tail */
 	bool json, follow, volumes, yes;
 	const char *positional[4];

@@ -57,6 +57,8 @@ int dv_cli_parse_common(int argc, char **argv, struct dv_cli_common *c, const ch
 			c->app = v;
 		} else if ((v = option_value(argc, argv, &i, "--http"))) {
 			c->http = v;
+		} else if ((v = option_value(argc, argv, &i, "--https"))) {
+			c->https = v;
 		} else if ((v = option_value(argc, argv, &i, "--tail"))) {
 			c->tail = v;
 		} else if ((v = option_value(argc, argv, &i, "--file")) ||

@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 static const char usage_text[] =
-	"usage: davit up [-f FILE] [--state-dir DIR] [--http ADDR:PORT] [--json]\n"
+	"usage: davit up [-f FILE] [--state-dir DIR] [--http ADDR:PORT] [--https ADDR:PORT|off] [--json]\n"
 	"\n"
 	"Start the davit daemon for this state directory if it is not running (in the\n"
 	"background, log in DIR/run/daemon.log), then deploy the compose file and print\n"
@@ -24,6 +24,8 @@ static const char usage_text[] =
 	"  -f, --file FILE    compose file (default: compose.yml, docker-compose.yml... here)\n"
 	"  --state-dir DIR    state directory (default ./.davit or $DAVIT_STATE_DIR)\n"
 	"  --http ADDR:PORT   where the proxy listens if the daemon is started now\n"
+	"  --https ADDR:PORT|off  its HTTPS listener (default: the --http address on 443 when that\n"
+	"                     is port 80, else off; see 'davit daemon --help')\n"
 	"                     (default 0.0.0.0:80 as root, 127.0.0.1:8080 otherwise)\n"
 	"  --json             print the result as JSON\n";
 
@@ -58,7 +60,11 @@ static int start_daemon(const struct dv_cli_common *c)
 			dup2(log, 2);
 		}
 		const char *http = c->http ? c->http : dv_cli_default_http();
-		execl("/proc/self/exe", "davit", "daemon", "--state-dir", c->state_dir, "--http", http, (char *)NULL);
+		if (c->https)
+			execl("/proc/self/exe", "davit", "daemon", "--state-dir", c->state_dir, "--http", http, "--https",
+			      c->https, (char *)NULL);
+		else
+			execl("/proc/self/exe", "davit", "daemon", "--state-dir", c->state_dir, "--http", http, (char *)NULL);
 		_exit(127);
 	}
 	/* Wait (bounded) for the control socket; a daemon that exits early

@@ -7,12 +7,24 @@
 #include "deploy/engine.h"
 #include "metrics/metrics.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 struct user_cert {
 	char *host, *cert, *key;
+	int64_t mtime; /* of both files (x-davit.tls): replaced files are loaded again */
 };
+
+static int64_t files_mtime(const char *a, const char *b)
+{
+	struct stat sa, sb;
+	if (stat(a, &sa) != 0 || stat(b, &sb) != 0)
+		return -1;
+	return (int64_t)sa.st_mtim.tv_sec * 1000000000 + sa.st_mtim.tv_nsec + (int64_t)sb.st_mtim.tv_sec * 1000000000 +
+	       sb.st_mtim.tv_nsec;
+}
 
 struct dv_daemon_certs {
 	struct dv_tls *tls;
@@ -129,7 +141,7 @@ struct dv_daemon_certs *dv_daemon_certs_new(struct dv_loop *loop, const struct d
 		*eq = *comma = '\0';
 		dv_acme_set_user_cert(c->acme, spec, eq + 1, comma + 1);
 		c->flags = dv_xrealloc(c->flags, (c->nflags + 1) * sizeof *c->flags);
-		c->flags[c->nflags++] = (struct user_cert){dv_xstrdup(spec), dv_xstrdup(eq + 1), dv_xstrdup(comma + 1)};
+		c->flags[c->nflags++] = (struct user_cert){dv_xstrdup(spec), dv_xstrdup(eq + 1), dv_xstrdup(comma + 1), 0};
 		free(spec);
 	}
 	republish(c);
@@ -167,12 +179,14 @@ void dv_daemon_certs_domains(void *arg, const struct dv_engine_domain *domains, 
 		if (!domains[i].tls_cert)
 			continue;
 		const struct user_cert *old = user_find(c->compose, c->ncompose, domains[i].host);
-		if (!old || strcmp(old->cert, domains[i].tls_cert) != 0 || strcmp(old->key, domains[i].tls_key) != 0) {
+		int64_t mtime = files_mtime(domains[i].tls_cert, domains[i].tls_key);
+		if (!old || strcmp(old->cert, domains[i].tls_cert) != 0 || strcmp(old->key, domains[i].tls_key) != 0 ||
+		    old->mtime != mtime) {
 			dv_acme_set_user_cert(c->acme, domains[i].host, domains[i].tls_cert, domains[i].tls_key);
 			changed = true;
 		}
 		now[nnow++] = (struct user_cert){dv_xstrdup(domains[i].host), dv_xstrdup(domains[i].tls_cert),
-		                                 dv_xstrdup(domains[i].tls_key)};
+		                                 dv_xstrdup(domains[i].tls_key), mtime};
 	}
 	/* x-davit.tls removed: back to the --cert flag for that host, else ACME */
 	for (size_t i = 0; i < c->ncompose; i++) {

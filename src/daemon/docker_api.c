@@ -41,6 +41,11 @@ void dv_daemon_docker_api(struct dv_api_request *req, struct dv_engine *engine, 
 	char *err = NULL;
 	if (strcmp(path, "/v1/volumes") == 0 || (post && strcmp(path, "/v1/volumes/delete") == 0)) {
 		const char *name = dv_engine_app_name(engine, app, &err);
+		if (name && !dv_engine_app_has_containers(engine, name)) {
+			/* A native-only app has no volumes (and needs no engine). */
+			dv_api_respond(req, 200, "text/plain; charset=utf-8", "", 0);
+			return;
+		}
 		struct dv_runtime *d = name ? dv_engine_docker(engine, &err) : NULL;
 		if (!d) {
 			dv_api_respond_error(req, name ? 502 : 404, err);

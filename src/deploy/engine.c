@@ -589,11 +589,28 @@ static void replica_started(struct replica *r, const char *what)
 
 /* A container replica runs once its image is there and its start gates
  * passed (docker.h): only then is it probed. */
+static void image_line(struct dv_replica *rep, const struct dv_log_line *line, void *arg)
+{
+	struct dv_strbuf *b = arg;
+	if (line && line->len > 13 && (strncmp(line->text, "build: built ", 13) == 0 || strncmp(line->text, "pull: ", 6) == 0))
+		dv_strbuf_printf(b, "%.*s; ", (int)line->len, line->text);
+}
+
 static void replica_running(struct dv_replica *handle, void *arg)
 {
 	struct replica *r = arg;
 	if (r->leaving || r->state != R_STARTING)
 		return;
+	/* The deploy report says what happened to the image (built, pulled). */
+	struct deploy *d = r->svc->app->deploy;
+	if (d && r->index == 0 && in_list(r->svc->pending, r)) {
+		struct dv_strbuf b;
+		dv_strbuf_init(&b);
+		dv_runtime_logs_tail(r->svc->app->engine->rt, r->rt, 200, image_line, &b);
+		if (b.len > 2)
+			dv_strbuf_printf(&d->report, "  %-12s %.*s\n", r->svc->name, (int)(b.len - 2), b.data);
+		dv_strbuf_dispose(&b);
+	}
 	if (r->svc->plan->health == DV_PLAN_HEALTH_NONE) {
 		health_changed(NULL, DV_HEALTH_HEALTHY, "running (no health check)", r);
 		return;
@@ -2126,6 +2143,15 @@ const char *dv_engine_app_name(struct dv_engine *e, const char *app, char **err)
 	return a ? a->name : NULL;
 }
 
+bool dv_engine_app_has_containers(struct dv_engine *e, const char *name)
+{
+	struct app *a = app_find(e, name);
+	for (size_t i = 0; a && a->plan && i < a->plan->n; i++)
+		if (a->plan->services[i].container)
+			return true;
+	return false;
+}
+
 struct dv_runtime *dv_engine_docker(struct dv_engine *e, char **err)
 {
 	return dv_mux_docker(e->rt, err);
@@ -2416,6 +2442,10 @@ int dv_engine_ps(struct dv_engine *e, const char *app_name, bool json, struct dv
 						dv_json_uint(&j, r->port);
 						dv_json_key(&j, "pid");
 						dv_json_int(&j, info.pid);
+						if (r->rt && dv_mux_container_id(r->rt)) {
+							dv_json_key(&j, "container");
+							dv_json_string(&j, dv_mux_container_id(r->rt));
+						}
 						dv_json_key(&j, "uptime_ms");
 						dv_json_uint(&j, up);
 						dv_json_key(&j, "restarts");

@@ -106,6 +106,8 @@ struct dv_runtime *dv_engine_docker(struct dv_engine *engine, char **err);
 /* The app's name: `app`, or the only app when app is NULL/empty. Borrowed
  * (valid until the app goes). NULL with *err (unknown, none, several). */
 const char *dv_engine_app_name(struct dv_engine *engine, const char *app, char **err);
+/* True if the app's serving release has container services (image/build). */
+bool dv_engine_app_has_containers(struct dv_engine *engine, const char *app);
 
 /* Reports (synchronous): appended to out as text or JSON. app NULL: all apps
  * (ps) or the only app (releases). Returns 0 or -1 with *err (unknown app). */

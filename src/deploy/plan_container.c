@@ -290,7 +290,7 @@ char *dv_plan_add_build_digests(const char *json, size_t len, size_t *out_len, c
 		struct dv_strbuf tar;
 		dv_strbuf_init(&tar);
 		char *terr = NULL;
-		if (dv_tar_directory(ctx, CONTEXT_DIGEST_MAX, &tar, &terr) != 0) {
+		if (dv_tar_directory(ctx, CONTEXT_DIGEST_MAX, false, &tar, &terr) != 0) {
 			*err = dv_xasprintf("service '%s': %s (build.context must be a directory with a Dockerfile)",
 			                    services->keys[i], terr);
 			free(terr);

@@ -236,6 +236,7 @@ static int apply(struct dv_edge_policy *p, const char *k, const char *v, char **
 			BAD("header=%s: the value must not hold control characters", v);
 		p->headers = dv_xrealloc(p->headers, (p->nheaders + 1) * sizeof *p->headers);
 		p->headers[p->nheaders].name = dv_xstrndup(v, (size_t)(colon - v));
+		p->headers[p->nheaders].name_len = (size_t)(colon - v);
 		p->headers[p->nheaders].value = dv_xstrdup(val);
 		p->nheaders++;
 	} else if (!strcmp(k, "ratelimit")) {
@@ -723,13 +724,16 @@ static const char *const fixed_names[7] = {
 	"content-security-policy", "x-xss-protection", "strict-transport-security",
 };
 
+static const unsigned char fixed_name_len[7] = {15, 22, 15, 18, 23, 16, 25};
+
 bool dv_edge_drop_field(const struct dv_edge_policy *p, const char *name, size_t len, unsigned *seen)
 {
+	/* Per upstream field: compare lengths first, bytes only when they match. */
 	for (size_t i = 0; i < p->nheaders; i++)
-		if (strlen(p->headers[i].name) == len && strncasecmp(p->headers[i].name, name, len) == 0)
+		if (p->headers[i].name_len == len && strncasecmp(p->headers[i].name, name, len) == 0)
 			return true;
 	for (int i = 0; i < 7; i++)
-		if (p->fixed[i] && strlen(fixed_names[i]) == len && strncasecmp(fixed_names[i], name, len) == 0)
+		if (fixed_name_len[i] == len && p->fixed[i] && strncasecmp(fixed_names[i], name, len) == 0)
 			*seen |= 1u << i;
 	return false;
 }

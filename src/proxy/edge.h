@@ -29,6 +29,7 @@ struct dv_edge_user {
 
 struct dv_edge_header {
 	char *name;  /* as written */
+	size_t name_len;
 	char *value; /* "" removes the upstream's field of that name */
 };
 

@@ -226,19 +226,21 @@ static void session_pump(struct session *s);
 static void session_close(struct session *s);
 static void session_arm_timer(struct session *s);
 static void upconn_close(struct upconn *u);
+/* The edge hooks stay out of line: the plain path keeps its code layout. */
+#define EDGE_HOOK __attribute__((noinline))
 static const char *edge_error_fields(struct session *s);
 static const char *edge_log_reason(const struct session *s);
-static bool edge_request(struct session *s, const struct dv_http1_request *r, const char *path, size_t path_len,
+EDGE_HOOK static bool edge_request(struct session *s, const struct dv_http1_request *r, const char *path, size_t path_len,
                          struct dv_edge_policy *policy, int n);
-static void edge_request_end(struct session *s);
+EDGE_HOOK static void edge_request_end(struct session *s);
 static void edge_session_free(struct session *s);
-static void edge_response_start(struct session *s, const struct dv_http1_response *r);
-static bool edge_response_field(struct session *s, const struct dv_http1_field *f, unsigned *seen);
-static void edge_response_fields(struct session *s, unsigned seen);
-static bool edge_body_too_large(struct session *s);
-static int edge_pump_compressed(struct session *s, struct upconn *u);
+EDGE_HOOK static void edge_response_start(struct session *s, const struct dv_http1_response *r);
+EDGE_HOOK static bool edge_response_field(struct session *s, const struct dv_http1_field *f, unsigned *seen);
+EDGE_HOOK static void edge_response_fields(struct session *s, unsigned seen);
+EDGE_HOOK static bool edge_body_too_large(struct session *s);
+EDGE_HOOK static int edge_pump_compressed(struct session *s, struct upconn *u);
 static bool edge_compressed_sent(const struct session *s);
-static int edge_pump_file(struct session *s);
+EDGE_HOOK static int edge_pump_file(struct session *s);
 
 /* ------------------------------------------------------------------ buffers */
 
@@ -2043,15 +2045,6 @@ static bool edge_refuse(struct session *s, int n, int status, const char *reason
 	return true;
 }
 
-static const struct dv_http1_field *last_field(const struct dv_http1_head *h, const char *lower)
-{
-	const struct dv_http1_field *found = NULL;
-	for (size_t i = 0; i < h->nfields; i++)
-		if (field_is(&h->fields[i], lower))
-			found = &h->fields[i];
-	return found;
-}
-
 static void edge_append(void *arg, const void *data, size_t len)
 {
 	buf_append(arg, data, len);
@@ -2127,7 +2120,17 @@ static bool edge_request(struct session *s, const struct dv_http1_request *r, co
 	dv_edge_policy_ref(p);
 	s->policy = p;
 	const struct dv_http1_head *h = &r->head;
-	const struct dv_http1_field *f = s->trusted_peer ? last_field(h, "x-forwarded-for") : NULL;
+	/* One pass over the request fields for everything the policy reads. */
+	const struct dv_http1_field *xff = NULL, *authz = NULL, *range = NULL, *ae = NULL, *f;
+	for (size_t i = 0; i < h->nfields; i++) {
+		f = &h->fields[i];
+		switch (f->name_len) {
+		case 5: if (field_is(f, "range")) range = f; break;
+		case 13: if (field_is(f, "authorization") && !authz) authz = f; break;
+		case 15: if (field_is(f, "x-forwarded-for")) xff = f; else if (field_is(f, "accept-encoding") && !ae) ae = f; break;
+		}
+	}
+	f = s->trusted_peer ? xff : NULL;
 	dv_edge_client_ip(&s->peer, s->trusted_peer, f ? f->value : NULL, f ? f->value_len : 0, c->trusted,
 	                  c->ntrusted, &e->client);
 	uint64_t now = dv_loop_now(w->loop);
@@ -2144,7 +2147,7 @@ static bool edge_request(struct session *s, const struct dv_http1_request *r, co
 		return edge_refuse(s, n, 429, "rate_limited", "too many requests from this address; retry later");
 	}
 	if (p->nusers) {
-		f = dv_http1_find_field(h, "authorization");
+		f = authz;
 		bool ok = f && e->auth_policy == p && e->auth_len == f->value_len &&
 		          memcmp(e->auth_ok, f->value, f->value_len) == 0;
 		if (!ok && f && dv_edge_auth_ok(p, f->value, f->value_len)) {
@@ -2171,11 +2174,8 @@ static bool edge_request(struct session *s, const struct dv_http1_request *r, co
 	}
 	e->accept = DV_EDGE_ENC_IDENTITY;
 	e->vary = p->gzip || p->br; /* the answer depends on Accept-Encoding for compressible types */
-	if (e->vary && !s->http10 && !s->is_head && !dv_http1_find_field(h, "range")) {
-		f = dv_http1_find_field(h, "accept-encoding");
-		if (f)
-			e->accept = dv_edge_negotiate(f->value, f->value_len, p->gzip, p->br);
-	}
+	if (e->vary && !s->http10 && !s->is_head && !range && ae)
+		e->accept = dv_edge_negotiate(ae->value, ae->value_len, p->gzip, p->br);
 	if (p->static_root)
 		return edge_serve_static(s, r, path, path_len, n);
 	return false;
@@ -2220,16 +2220,26 @@ static void edge_response_start(struct session *s, const struct dv_http1_respons
 	struct edge_state *e = s->edge;
 	const struct dv_http1_head *h = &r->head;
 	edge_strike(s, r->status);
-	const struct dv_http1_field *ct = dv_http1_find_field(h, "content-type");
+	if (!e->vary)
+		return; /* compression is off on this route */
+	const struct dv_http1_field *ct = NULL, *cc = NULL, *f;
+	bool encoded = false;
+	for (size_t i = 0; i < h->nfields; i++) {
+		f = &h->fields[i];
+		switch (f->name_len) {
+		case 12: if (field_is(f, "content-type")) ct = f; break;
+		case 13: if (field_is(f, "content-range")) encoded = true; else if (field_is(f, "cache-control")) cc = f; break;
+		case 16: if (field_is(f, "content-encoding")) encoded = true; break;
+		}
+	}
 	bool compressible = ct && dv_edge_compressible_type(ct->value, ct->value_len);
-	e->vary = e->vary && compressible;
-	if (e->accept == DV_EDGE_ENC_IDENTITY || !compressible || s->tunnel || r->status < 200 ||
-	    r->status > 203 || dv_http1_find_field(h, "content-encoding") || dv_http1_find_field(h, "content-range"))
+	e->vary = compressible;
+	if (e->accept == DV_EDGE_ENC_IDENTITY || !compressible || encoded || s->tunnel || r->status < 200 ||
+	    r->status > 203)
 		return;
 	if (h->framing == DV_HTTP1_BODY_NONE ||
 	    (h->framing == DV_HTTP1_BODY_LENGTH && h->content_length < s->policy->compress_min))
 		return;
-	const struct dv_http1_field *cc = dv_http1_find_field(h, "cache-control");
 	if (cc && head_has_token(cc, "no-transform"))
 		return;
 	e->comp = dv_compressor_new(e->accept);
@@ -2245,13 +2255,13 @@ static bool edge_response_field(struct session *s, const struct dv_http1_field *
 	struct edge_state *e = s->edge;
 	if (dv_edge_drop_field(s->policy, f->name, f->name_len, seen))
 		return true;
-	if (e->vary && field_is(f, "vary") && head_has_token(f, "accept-encoding"))
+	if (e->vary && f->name_len == 4 && field_is(f, "vary") && head_has_token(f, "accept-encoding"))
 		e->vary = false; /* the upstream says it already */
 	if (!e->comp)
 		return false;
-	if (field_is(f, "content-length") || field_is(f, "accept-ranges"))
+	if ((f->name_len == 14 && field_is(f, "content-length")) || (f->name_len == 13 && field_is(f, "accept-ranges")))
 		return true;
-	if (field_is(f, "etag") && f->value_len > 0 && f->value[0] == '"') {
+	if (f->name_len == 4 && field_is(f, "etag") && f->value_len > 0 && f->value[0] == '"') {
 		/* The bytes differ from the upstream's: the validator becomes weak. */
 		buf_appends(&s->out, "ETag: W/");
 		buf_append(&s->out, f->value, f->value_len);

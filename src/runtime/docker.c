@@ -519,17 +519,18 @@ static int build_image(struct dk_runtime *rt, CURL *c, struct job *j, char **err
 	dv_strbuf_init(&tar);
 	uint64_t t0 = realtime_ms();
 	post_line(rt, r, DV_LOG_STREAM_STDOUT, "build: sending the context %s", j->build_ctx);
-	if (dv_tar_directory(j->build_ctx, CONTEXT_MAX, &tar, err) != 0) {
-		dv_strbuf_dispose(&tar);
-		return -1;
-	}
 	if (j->build_digest) {
-		/* The release was made from a context with this digest: an image
-		 * rebuilt from another one would not be that release. */
+		/* The release was made from a context with this digest (names,
+		 * modes, contents): an image rebuilt from another would not be it. */
+		if (dv_tar_directory(j->build_ctx, CONTEXT_MAX, false, &tar, err) != 0) {
+			dv_strbuf_dispose(&tar);
+			return -1;
+		}
 		unsigned char md[EVP_MAX_MD_SIZE];
 		unsigned int n = 0;
 		char hex[2 * EVP_MAX_MD_SIZE + 1];
 		EVP_Digest(tar.data, tar.len, md, &n, EVP_sha256(), NULL);
+		dv_strbuf_reset(&tar);
 		for (unsigned i = 0; i < n; i++)
 			snprintf(hex + 2 * i, 3, "%02x", md[i]);
 		if (strcmp(hex, j->build_digest) != 0) {
@@ -540,6 +541,10 @@ static int build_image(struct dk_runtime *rt, CURL *c, struct job *j, char **err
 			dv_strbuf_dispose(&tar);
 			return -1;
 		}
+	}
+	if (dv_tar_directory(j->build_ctx, CONTEXT_MAX, true, &tar, err) != 0) {
+		dv_strbuf_dispose(&tar);
+		return -1;
 	}
 	struct dv_strbuf q;
 	dv_strbuf_init(&q);
@@ -944,9 +949,17 @@ static void job_start(struct dk_runtime *rt, CURL *c, struct job *j)
 	char *name = esc(c, r->cname);
 	char *path = dv_xasprintf("/containers/create?name=%s", name);
 	free(name);
-	for (int attempt = 0; attempt < 2; attempt++) {
+	for (int attempt = 0; attempt < 3; attempt++) {
 		resp_reset(&resp);
 		if (api_call(rt, c, "POST", path, j->create_json, 60, &resp, 409, &err) != 0) {
+			/* 404: the image went between our check and the create (a prune
+			 * of another deploy): make sure of it once more. */
+			if (resp.status == 404 && attempt == 0) {
+				free(err);
+				err = NULL;
+				if (ensure_image(rt, c, j, &err) == 0)
+					continue;
+			}
 			free(path);
 			goto failed;
 		}
@@ -1434,7 +1447,13 @@ static void *job_thread(void *arg)
 		case J_START: job_start(rt, c, j); break;
 		case J_STOP: job_stop(rt, c, j); break;
 		case J_WAIT: job_wait(rt, c, j); break;
-		case J_PRUNE: job_prune(rt, c, j, &report, &rc); break;
+		case J_PRUNE:
+			/* Not while an image is built: a build may be using the layers
+			 * the prune deletes ("unknown parent image ID"). */
+			pthread_mutex_lock(&rt->image_lock);
+			job_prune(rt, c, j, &report, &rc);
+			pthread_mutex_unlock(&rt->image_lock);
+			break;
 		case J_VOLUMES: job_volumes(rt, c, j, &report, &rc); break;
 		case J_LOGIN: job_login(rt, c, j, &report, &rc); break;
 		case J_REMOVE: {

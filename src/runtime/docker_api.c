@@ -500,6 +500,7 @@ int dv_tar_header(unsigned char hdr[512], const char *name, uint64_t size, unsig
 struct tar_ctx {
 	const char *root;
 	uint64_t max;
+	bool mtimes;
 	struct dv_strbuf *out;
 	char **ignore;
 	size_t n_ignore;
@@ -522,7 +523,7 @@ static int tar_add(struct tar_ctx *t, const char *rel, const struct stat *st)
 	char type = S_ISDIR(st->st_mode) ? '5' : '0';
 	uint64_t size = S_ISREG(st->st_mode) ? (uint64_t)st->st_size : 0;
 	char *name = S_ISDIR(st->st_mode) ? dv_xasprintf("%s/", rel) : dv_xstrdup(rel);
-	int rc = dv_tar_header(hdr, name, size, (unsigned)st->st_mode, type, st->st_mtime);
+	int rc = dv_tar_header(hdr, name, size, (unsigned)st->st_mode, type, t->mtimes ? st->st_mtime : 0);
 	free(name);
 	if (rc != 0) {
 		*t->err = dv_xasprintf("build context: the path %s is too long for a tar archive", rel);
@@ -609,9 +610,9 @@ static int tar_walk(struct tar_ctx *t, const char *rel)
 	return rc;
 }
 
-int dv_tar_directory(const char *dir, uint64_t max_bytes, struct dv_strbuf *out, char **err)
+int dv_tar_directory(const char *dir, uint64_t max_bytes, bool mtimes, struct dv_strbuf *out, char **err)
 {
-	struct tar_ctx t = {.root = dir, .max = max_bytes, .out = out, .err = err};
+	struct tar_ctx t = {.root = dir, .max = max_bytes, .mtimes = mtimes, .out = out, .err = err};
 	/* .dockerignore: plain paths (no patterns), one per line. */
 	char *ign = dv_xasprintf("%s/.dockerignore", dir);
 	FILE *f = fopen(ign, "r");

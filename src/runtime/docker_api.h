@@ -72,7 +72,9 @@ int dv_tar_header(unsigned char hdr[512], const char *name, uint64_t size, unsig
 /* Appends the directory tree at `dir` as a tar archive (files, directories,
  * symlinks as files they point to are skipped; paths relative to dir; the
  * .dockerignore file's plain entries are left out) to out. At most
- * max_bytes of archive. Returns 0, or -1 with *err. */
-int dv_tar_directory(const char *dir, uint64_t max_bytes, struct dv_strbuf *out, char **err);
+ * max_bytes of archive. mtimes false: every entry's time is 0, so that the
+ * archive (and its digest) depends on names, modes and contents only.
+ * Returns 0, or -1 with *err. */
+int dv_tar_directory(const char *dir, uint64_t max_bytes, bool mtimes, struct dv_strbuf *out, char **err);
 
 #endif

@@ -311,12 +311,48 @@ def test_user_certificate_from_compose(tmp_path):
         r = h.getresponse()
         r.read()
         assert r.status == 301 and r.getheader("Location") == f"https://shop.test:{https_port}/x"
+        # new files at the same paths are served after the next route change (here: a restart)
+        before = tlsutil.cert_serial(https_port, "shop.test")
+        ca.leaf("shop.test", out_dir=str(app / "tls"))
+        d.cli("restart", "web")
+        wait_until(lambda: tlsutil.cert_serial(https_port, "shop.test") != before, 20, interval=0.2,
+                   what="the replaced x-davit.tls certificate to be served")
         # half a tls block is a compose error with its position
         (app / "compose.yml").write_text(COMPOSE.replace(
             "domains: [app.test, www.app.test, web.tlsapp.localhost]",
             "domains: [shop.test]\n      tls: {cert: tls/fullchain.pem}"))
         r = d.deploy(str(app / "compose.yml"), check=False)
         assert r.returncode != 0 and "compose.yml:8:" in r.out and "x-davit.tls needs both" in r.out, r.out
+    finally:
+        problem = d.stop()
+    assert problem is None, problem
+
+
+def test_up_passes_https(tmp_path):
+    """`davit up --https ADDR` gives the daemon it starts an HTTPS listener."""
+    from davitctl import DAVIT_BIN, clean_env
+    ca = tlsutil.TestCA(tmp_path / "ca")
+    port, https_port = free_port(), free_port()
+    d = Daemon(tmp_path, port=port, name="up")  # started by `davit up`, stopped by PID below
+    d.log_path = os.path.join(d.state_dir, "run", "daemon.log")
+    app = tmp_path / "app"
+    (app / "tls").mkdir(parents=True)
+    ca.leaf("shop.test", out_dir=str(app / "tls"))
+    (app / "compose.yml").write_text(COMPOSE.replace(
+        "domains: [app.test, www.app.test, web.tlsapp.localhost]",
+        "domains: [shop.test]\n      tls: {cert: tls/fullchain.pem, key: tls/privkey.pem}"))
+    try:
+        r = subprocess.run([DAVIT_BIN, "up", "--state-dir", d.state_dir, "--http", f"127.0.0.1:{port}",
+                            "--https", f"127.0.0.1:{https_port}"], capture_output=True, text=True, timeout=120,
+                           cwd=str(app), env=clean_env())
+        pid_file = os.path.join(d.state_dir, "run", "davit.pid")
+        if os.path.exists(pid_file):
+            with open(pid_file) as f:
+                d.external_pids.append(int(f.read().strip()))
+        assert r.returncode == 0, f"`davit up` exited {r.returncode}: {r.stdout}{r.stderr}\n{d.where()}"
+        status, _, body, conn = tlsutil.https_get(https_port, "shop.test", "/", cafile=ca.cert)
+        conn.close()
+        assert status == 200 and b"Directory listing" in body
     finally:
         problem = d.stop()
     assert problem is None, problem

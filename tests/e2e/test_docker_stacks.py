@@ -17,6 +17,7 @@ import signal
 import stat
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
@@ -142,6 +143,7 @@ def test_lumira_stack_redeploy_under_load_rollback_and_rebuild(davit_env, docker
 
     r = d.deploy(str(compose))
     assert f"{app}.lumira.test" in r.out, r.out
+    assert f"build: built davit/{app}-web:1 in" in r.out, r.out  # the deploy report says what it built
     healthy(d, app, {"web": 1, "api": 2, "db": 1, "redis": 1})
 
     # The SPA was built from its Dockerfile and tagged for this release.
@@ -223,13 +225,14 @@ def test_lumira_stack_redeploy_under_load_rollback_and_rebuild(davit_env, docker
     assert "leftover" not in d.log(), d.where()
 
 
-def booking_compose(app, image, db_env="1", worker_cmd=None):
+def booking_compose(app, image, db_env="1", front_port=None):
+    ports = f'\n    ports: ["127.0.0.1:{front_port}:3000"]' if front_port else ""
     return f"""
 name: {app}
 services:
   frontend:
     image: {image}
-    command: ["sh", "-c", "echo front > /www/index.html; exec httpd -f -p 3000 -h /www"]
+    command: ["sh", "-c", "echo front > /www/index.html; exec httpd -f -p 3000 -h /www"]{ports}
     x-davit:
       port: 3000
       domains: [{app}.booking.test]
@@ -252,7 +255,8 @@ services:
     image: {image}
     command:{STORE_CMD.format(name="db", port=5432)}
     environment: {{DB_CONFIG: "{db_env}"}}
-    networks: [data]
+    networks:
+      data: {{aliases: [pg]}}
     expose: ["5432"]
     volumes: [pgdata:/data]
     healthcheck:
@@ -285,11 +289,28 @@ def test_booking_internal_network_volumes_survive_everything(davit_env, docker_a
     d.deploy(str(compose))
     healthy(d, app, {"frontend": 1, "backend": 1, "worker": 1, "db": 1, "redis": 1})
     assert get(d, f"api.{app}.booking.test")[1] == b"back\n"
+    # `davit ps --json` names each replica's container.
+    assert {r["container"] for r in d.replicas("db", app)} == {c["id"] for c in containers(app, "db")}
+
+    # A host port is published when the compose file asks (ports:), and such
+    # a service is replaced stop-first (two containers cannot bind it).
+    from upstreams import free_port
+    front_port = free_port()
+    compose.write_text(booking_compose(app, busybox_image, front_port=front_port))
+    r = d.deploy(str(compose))
+    assert "frontend" in r.out and "stop-first: it publishes fixed host ports" in r.out, r.out
+    healthy(d, app, {"frontend": 1})
+    with urllib.request.urlopen(f"http://127.0.0.1:{front_port}/", timeout=5) as resp:
+        assert resp.read() == b"front\n"
+    compose.write_text(booking_compose(app, busybox_image))
+    d.deploy(str(compose))
+    wait_until(lambda: len(containers(app, "frontend")) == 1, 20, interval=0.1, what="the old frontend gone")
 
     # DNS by service name on the app's networks: the backend (on both) and
     # the worker (internal only) reach the database...
     backend, db = one(app, "backend"), one(app, "db")
     assert docker("exec", backend["id"], "wget", "-q", "-O-", "http://db:5432/created").returncode == 0
+    assert docker("exec", backend["id"], "wget", "-q", "-O-", "http://pg:5432/created").returncode == 0  # an alias
     wait_until(lambda: "worker reached db" in d.cli("logs", "worker").out, 20, interval=0.3,
                what="the worker reaching db by name")
     # ... which is not reachable from outside its internal network: no host
@@ -318,10 +339,11 @@ def test_booking_internal_network_volumes_survive_everything(davit_env, docker_a
     # old one being stopped already (stop-first), starts it again; data kept.
     compose.write_text(booking_compose(app, busybox_image, db_env="3").replace(
         'environment: {DB_CONFIG: "3"}', 'environment: {DB_CONFIG: "3"}\n    entrypoint: ["sh", "-c", "exit 3"]'))
+    serving = one(app, "db")["release"]
     r = d.deploy(str(compose), check=False)
-    assert r.returncode == 1 and "started release 2 again (stop-first)" in r.out, r.out
+    assert r.returncode == 1 and f"started release {serving} again (stop-first)" in r.out, r.out
     healthy(d, app, {"db": 1})
-    assert one(app, "db")["release"] == "2" and marker() == "keep-me\n"
+    assert one(app, "db")["release"] == serving and marker() == "keep-me\n"
     compose.write_text(booking_compose(app, busybox_image, db_env="2"))
     # `davit restart` of the stateful service: stop-first too, data kept.
     d.cli("restart", "db")
@@ -380,6 +402,9 @@ def test_engine_unreachable_is_one_clear_sentence(davit_env, docker_app, busybox
     native = tmp_path / "native.yml"
     native.write_text(f"name: {docker_app}n\nservices:\n  w:\n    x-davit: {{run: sleep 60}}\n")
     d.deploy(str(native))
+    # ... and `down --volumes` of a native-only app needs no engine either.
+    r = d.cli("down", "--volumes", "--app", f"{docker_app}n")
+    assert "no volumes to delete" in r.out, r.out
 
 
 def test_address_mode_routes_to_the_container_address(davit_env, docker_app, busybox_image, tmp_path):
@@ -541,3 +566,82 @@ services:
     wait_until(lambda: get(d, f"{docker_app}.hc.test")[0] == 200, 20, interval=0.2,
                what="the replica back once its Docker health check passes")
     assert one(docker_app, "web")["id"] == web["id"], "the container was not restarted"
+
+
+def test_failed_build_fails_the_deploy_with_the_builders_output(davit_env, docker_app, busybox_image, tmp_path):
+    d = davit_env(args=LOOPBACK)
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "Dockerfile").write_text(
+        f"FROM {busybox_image}\nRUN echo compiling && echo 'error: missing semicolon' >&2 && exit 7\n")
+    compose = tmp_path / "compose.yml"
+    compose.write_text(f"""
+name: {docker_app}
+services:
+  web:
+    build: ./web
+    x-davit: {{port: 8080, domains: [{docker_app}.build.test]}}
+""")
+    r = d.deploy(str(compose), check=False)
+    assert r.returncode == 1, r.out
+    assert "build: " in r.out and "compiling" in r.out and "returned a non-zero code: 7" in r.out, r.out
+    assert not containers(docker_app)
+    assert docker("image", "inspect", f"davit/{docker_app}-web:1", check=False).returncode != 0
+
+
+def test_build_options_dockerfile_target_and_args(davit_env, docker_app, busybox_image, tmp_path):
+    d = davit_env(args=LOOPBACK)
+    ctx = tmp_path / "app"
+    ctx.mkdir()
+    (ctx / "Dockerfile.prod").write_text(
+        f"FROM {busybox_image} AS base\nARG GREETING=none\nRUN mkdir -p /www && echo \"$GREETING from base\" > /www/index.html\n"
+        f"FROM base AS final\nRUN echo \"$(cat /www/index.html), final stage\" > /www/index.html\nCOPY . /ctx\n"
+        f"FROM base AS unused\nRUN exit 1\n")
+    (ctx / ".dockerignore").write_text("secret.txt\n")
+    (ctx / "secret.txt").write_text("do not send me\n")
+    compose = tmp_path / "compose.yml"
+    compose.write_text(f"""
+name: {docker_app}
+services:
+  web:
+    build:
+      context: ./app
+      dockerfile: Dockerfile.prod
+      target: final
+      args: {{GREETING: hello}}
+    command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+    x-davit: {{port: 8080, domains: [{docker_app}.opts.test]}}
+""")
+    d.deploy(str(compose))
+    healthy(d, docker_app, {"web": 1})
+    assert get(d, f"{docker_app}.opts.test") == (200, b"hello from base, final stage\n")
+    # .dockerignore'd files are not in the context sent to the engine
+    web = one(docker_app, "web")
+    r = docker("exec", web["id"], "ls", "/ctx")
+    assert "Dockerfile.prod" in r.stdout and "secret.txt" not in r.stdout, r.stdout
+
+
+def test_rollback_to_a_pruned_build_is_refused_unless_the_context_is_the_same(davit_env, docker_app, busybox_image,
+                                                                               tmp_path):
+    d = davit_env(args=LOOPBACK + ["--keep-images", "1"])
+    compose = tmp_path / "compose.yml"
+    compose.write_text(f"""
+name: {docker_app}
+services:
+  web:
+    build: ./web
+    command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+    x-davit: {{port: 8080, domains: [{docker_app}.pr.test]}}
+""")
+    for v in ("A", "B", "C"):
+        write_web(str(tmp_path), busybox_image, f"version {v}\n")
+        d.deploy(str(compose))
+    tags = lambda: sorted(docker("images", "--format", "{{.Tag}}", f"davit/{docker_app}-web").stdout.split())
+    wait_until(lambda: tags() == ["2", "3"], 20, interval=0.2, what=f"release 1's image pruned (have {tags()})")
+    # Release 1's image is gone and ./web is not what it was built from: refused, clearly.
+    r = d.cli("rollback", "1", check=False)
+    assert r.returncode == 1 and "cannot be rebuilt as it was" in r.out, r.out
+    assert get(d, f"{docker_app}.pr.test") == (200, b"version C\n")
+    # With the context as it was, the same release is rebuilt.
+    write_web(str(tmp_path), busybox_image, "version A\n")
+    d.cli("rollback", "1")
+    assert get(d, f"{docker_app}.pr.test") == (200, b"version A\n")

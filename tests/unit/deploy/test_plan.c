@@ -135,6 +135,71 @@ static void test_domains_per_environment_restart_and_limits(void **state)
 	dv_plan_free(staging);
 }
 
+static char *plan_json_with_digests(const char *dir, size_t *len)
+{
+	char yaml[512];
+	snprintf(yaml, sizeof yaml, "services:\n  web: {build: %s}\n  db: {image: postgres:16}\n", dir);
+	struct dv_compose_project *p = NULL;
+	char *err = NULL;
+	static const char *const environ_none[] = {NULL};
+	struct dv_compose_options opts = {.environ = environ_none, .env_file = "", .project_name = "t"};
+	if (dv_compose_load_buffer("t.yml", yaml, strlen(yaml), "/tmp", &opts, &p, &err) != 0)
+		fail_msg("compose: %s", err);
+	size_t n;
+	char *json = dv_compose_project_to_json(p, &n);
+	dv_compose_project_free(p);
+	char *bad = NULL;
+	char *with = dv_plan_add_build_digests(json, n, len, &bad, &err);
+	if (!with)
+		fail_msg("digests: %s", err);
+	free(json);
+	return with;
+}
+
+static void test_a_changed_build_context_is_a_changed_service(void **state)
+{
+	char dir[] = "/tmp/davit-ctx-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char path[128];
+	snprintf(path, sizeof path, "%s/Dockerfile", dir);
+	FILE *f = fopen(path, "w");
+	fputs("FROM x\n", f);
+	fclose(f);
+	size_t l1, l2;
+	char *j1 = plan_json_with_digests(dir, &l1);
+	assert_non_null(strstr(j1, "\"x_build_digests\":{\"web\":\""));
+	char *err = NULL;
+	struct dv_plan *p1 = dv_plan_from_json(j1, l1, "production", &err);
+	assert_non_null(p1);
+	assert_non_null(dv_plan_service(p1, "web")->container->build_digest);
+	assert_null(dv_plan_service(p1, "db")->container->build_digest);
+	f = fopen(path, "w");
+	fputs("FROM y\n", f);
+	fclose(f);
+	char *j2 = plan_json_with_digests(dir, &l2);
+	struct dv_plan *p2 = dv_plan_from_json(j2, l2, "production", &err);
+	assert_non_null(p2);
+	/* web changed (its context did), db did not */
+	assert_string_not_equal(dv_plan_service(p1, "web")->json, dv_plan_service(p2, "web")->json);
+	assert_string_equal(dv_plan_service(p1, "db")->json, dv_plan_service(p2, "db")->json);
+	dv_plan_free(p1);
+	dv_plan_free(p2);
+	free(j1);
+	free(j2);
+	/* a missing context names the service */
+	unlink(path);
+	rmdir(dir);
+	char yaml[256];
+	snprintf(yaml, sizeof yaml, "{\"name\":\"t\",\"services\":{\"web\":{\"build\":{\"context\":\"%s\"}}}}", dir);
+	char *bad = NULL;
+	size_t n;
+	assert_null(dv_plan_add_build_digests(yaml, strlen(yaml), &n, &bad, &err));
+	assert_string_equal(bad, "web");
+	assert_non_null(strstr(err, "service 'web'"));
+	free(bad);
+	free(err);
+}
+
 static void test_container_services_get_a_container_plan(void **state)
 {
 	struct dv_plan *plan = plan_of_text(
@@ -214,6 +279,7 @@ int main(void)
 		cmocka_unit_test(test_health_defaults_and_commands),
 		cmocka_unit_test(test_domains_per_environment_restart_and_limits),
 		cmocka_unit_test(test_container_services_get_a_container_plan),
+		cmocka_unit_test(test_a_changed_build_context_is_a_changed_service),
 		cmocka_unit_test(test_service_identity_is_its_json),
 		cmocka_unit_test(test_bad_json_is_an_error),
 	};

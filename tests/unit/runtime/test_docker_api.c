@@ -290,7 +290,7 @@ static void test_tar_directory(void **state)
 	struct dv_strbuf b;
 	dv_strbuf_init(&b);
 	char *err = NULL;
-	assert_int_equal(dv_tar_directory(dir, 1 << 20, &b, &err), 0);
+	assert_int_equal(dv_tar_directory(dir, 1 << 20, true, &b, &err), 0);
 	assert_int_equal(b.len % 512, 0);
 	/* walk the entries: sorted names, node_modules left out, two zero blocks at the end */
 	const char *want[] = {".dockerignore", "Dockerfile", "src/", "src/app.js"};
@@ -307,9 +307,25 @@ static void test_tar_directory(void **state)
 	}
 	assert_int_equal(k, 4);
 	assert_int_equal(b.len - off, 1024);
+	/* without mtimes, touching a file does not change the archive (nor the release's digest) */
+	struct dv_strbuf a1, a2;
+	dv_strbuf_init(&a1);
+	dv_strbuf_init(&a2);
+	assert_int_equal(dv_tar_directory(dir, 1 << 20, false, &a1, &err), 0);
+	snprintf(p, sizeof p, "%s/src/app.js", dir);
+	struct timespec times[2] = {{.tv_sec = 1000000}, {.tv_sec = 1000000}};
+	assert_int_equal(utimensat(AT_FDCWD, p, times, 0), 0);
+	assert_int_equal(dv_tar_directory(dir, 1 << 20, false, &a2, &err), 0);
+	assert_int_equal(a1.len, a2.len);
+	assert_memory_equal(a1.data, a2.data, a1.len);
+	dv_strbuf_reset(&a2);
+	assert_int_equal(dv_tar_directory(dir, 1 << 20, true, &a2, &err), 0);
+	assert_true(a1.len != a2.len || memcmp(a1.data, a2.data, a1.len) != 0);
+	dv_strbuf_dispose(&a1);
+	dv_strbuf_dispose(&a2);
 	/* the size cap is an error that says what to do */
 	dv_strbuf_reset(&b);
-	assert_int_equal(dv_tar_directory(dir, 2048, &b, &err), -1);
+	assert_int_equal(dv_tar_directory(dir, 2048, true, &b, &err), -1);
 	assert_non_null(strstr(err, ".dockerignore"));
 	free(err);
 	dv_strbuf_dispose(&b);
