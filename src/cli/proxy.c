@@ -413,10 +413,7 @@ int dv_cli_proxy(int argc, char **argv)
 	}
 	size_t nroutes = dv_route_table_count(table);
 	dv_proxy_set_routes(proxy, table);
-	if (dv_proxy_start(proxy, &err) != 0) {
-		fprintf(stderr, "davit proxy: %s\n", err);
-		goto out;
-	}
+	/* Before the workers accept: once the proxy answers, /metrics does too. */
 	if (a.metrics_listen) {
 		if (!a.config.metrics) {
 			fprintf(stderr, "davit proxy: --metrics-listen and --no-metrics exclude each other\n");
@@ -428,6 +425,10 @@ int dv_cli_proxy(int argc, char **argv)
 			goto out;
 		}
 		fprintf(stderr, "davit proxy: metrics on http://%s/metrics\n", a.metrics_listen);
+	}
+	if (dv_proxy_start(proxy, &err) != 0) {
+		fprintf(stderr, "davit proxy: %s\n", err);
+		goto out;
 	}
 	unsigned workers = a.config.workers ? a.config.workers : dv_cpu_count();
 	for (size_t i = 0; i < a.config.nlisten; i++) {
