@@ -7,7 +7,7 @@ pkgs=(
   libyaml-dev                           # compose loader
   libsqlite3-dev                        # state store
   libssl-dev                            # SHA-256 of releases (libcrypto), TLS termination (libssl), basic-auth hashes
-  libcurl4-openssl-dev                  # ACME client (HTTPS to the CA)
+  libcurl4-openssl-dev                  # ACME client (HTTPS to the CA), Docker Engine API, webhooks and SMTP
   pebble                                # ACME test server for the certificate tests (tests/e2e/test_acme.py)
   zlib1g-dev libbrotli-dev              # proxy: gzip and brotli response compression
   libcmocka-dev                         # unit tests
@@ -16,7 +16,7 @@ pkgs=(
   python3-brotli                        # e2e: decoding brotli responses
   curl procps iproute2 util-linux       # tests and benchmarks: curl, ps, ss, taskset
   wrk nginx-light haproxy               # benchmarks (bench/): load generator and anchors
-  libcurl4-openssl-dev libsodium-dev    # Docker Engine API client; encrypted registry credentials
+  libsodium-dev                         # encrypted registry credentials (libcurl above also talks to the Docker Engine API)
   docker.io iptables                    # the Docker runtime (tests start dockerd themselves when none runs)
   busybox-static                        # base images for the Docker tests (docker import; no Docker Hub)
   docker-registry apache2-utils         # private registry with htpasswd auth (tests); htpasswd

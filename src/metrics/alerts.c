@@ -16,6 +16,8 @@ struct alert {
 	uint64_t clear_since_ms; /* firing: clear since (0: not clear) */
 	int64_t fired_at, resolved_at, pending_at;
 	bool seen;               /* observed in this round */
+	unsigned missed;         /* rounds in a row without an observation */
+	uint64_t last_seen_ms;
 };
 
 struct dv_alerts {
@@ -206,6 +208,8 @@ static void step(struct dv_alerts *a, const struct dv_alert_rule *r, struct aler
 		clear = !cond;
 	al->value = value;
 	al->seen = true;
+	al->missed = 0;
+	al->last_seen_ms = a->now_ms;
 	switch (al->state) {
 	case DV_ALERT_INACTIVE:
 	case DV_ALERT_RESOLVED:
@@ -269,8 +273,17 @@ void dv_alerts_end(struct dv_alerts *a)
 	size_t k = 0;
 	for (size_t i = 0; i < a->nalerts; i++) {
 		struct alert *al = &a->alerts[i];
-		if (!al->seen && (al->state == DV_ALERT_FIRING || al->state == DV_ALERT_PENDING))
-			resolve(a, find_rule(a, al->rule), al); /* the subject is gone */
+		if (!al->seen && (al->state == DV_ALERT_FIRING || al->state == DV_ALERT_PENDING)) {
+			/* A subject missing from one round is not gone: a /proc read can
+			 * fail, or a short tick see no CPU time pass. It is gone once it
+			 * missed two rounds in a row and as long as its rule needs to
+			 * fire or resolve (a removed rule resolves at once). */
+			const struct dv_alert_rule *r = find_rule(a, al->rule);
+			uint64_t grace = r ? (r->for_ms > r->resolve_ms ? r->for_ms : r->resolve_ms) : 0;
+			al->missed++;
+			if (!r || (al->missed >= 2 && a->now_ms - al->last_seen_ms >= grace))
+				resolve(a, r, al);
+		}
 		if (al->state == DV_ALERT_INACTIVE && !al->fired_at)
 			continue; /* never fired: forget it */
 		a->alerts[k++] = *al;
@@ -415,4 +428,6 @@ void dv_alerts_restore(struct dv_alerts *a, const char *rule, const char *subjec
 	al->since_ms = now_ms;
 	al->clear_since_ms = 0;
 	al->seen = true;
+	al->missed = 0;
+	al->last_seen_ms = now_ms;
 }
