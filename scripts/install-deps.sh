@@ -15,6 +15,7 @@ pkgs=(
   python3 python3-pytest python3-websocket  # end-to-end tests (run with pytest-3)
   python3-brotli                        # e2e: decoding brotli responses
   curl procps iproute2 util-linux       # tests and benchmarks: curl, ps, ss, taskset
+  openssl                               # e2e: openssl s_client checks TLS versions and SNI
   wrk nginx-light haproxy               # benchmarks (bench/): load generator and anchors
   libsodium-dev                         # encrypted registry credentials (libcurl above also talks to the Docker Engine API)
   docker.io iptables                    # the Docker runtime (tests start dockerd themselves when none runs)
